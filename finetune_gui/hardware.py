@@ -1,0 +1,119 @@
+"""What this machine has: CPU, RAM, GPUs and their free memory, and what it can compute in."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    total_bytes: int
+    free_bytes: int
+
+
+@dataclass
+class HardwareInfo:
+    cpu_name: str
+    cpu_cores: int
+    cpu_bf16: bool
+    ram_total_bytes: int
+    ram_available_bytes: int
+    gpus: list[GpuInfo] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        gib = 1024 ** 3
+        lines = [f"CPU: {self.cpu_name} — {self.cpu_cores} cores"
+                 + (" (bf16 capable)" if self.cpu_bf16 else ""),
+                 f"RAM: {self.ram_available_bytes / gib:.1f} GiB free of "
+                 f"{self.ram_total_bytes / gib:.1f} GiB"]
+        if not self.gpus:
+            lines.append("GPU: none found — training runs on the CPU")
+        for gpu in self.gpus:
+            lines.append(f"GPU {gpu.index}: {gpu.name} — {gpu.free_bytes / gib:.1f} GiB free of "
+                         f"{gpu.total_bytes / gib:.1f} GiB")
+        return lines
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (AVX-512 BF16 or AMX)."""
+    flags = _cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def gpu_list() -> list[GpuInfo]:
+    """NVIDIA GPUs via NVML; an empty list where there is no driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver / no GPU: NVML raises its own error types
+        return []
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            gpus.append(GpuInfo(i, name.decode() if isinstance(name, bytes) else name,
+                                int(mem.total), int(mem.free)))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def detect() -> HardwareInfo:
+    mem = psutil.virtual_memory()
+    return HardwareInfo(
+        cpu_name=_cpu_name(),
+        cpu_cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
+        cpu_bf16=cpu_supports_bf16(),
+        ram_total_bytes=int(mem.total),
+        ram_available_bytes=int(mem.available),
+        gpus=gpu_list(),
+    )
+
+
+def process_memory() -> dict[str, int]:
+    """Resident memory of this process and, where CUDA is in use, the GPU's allocated peak."""
+    out = {"rss_bytes": int(psutil.Process().memory_info().rss)}
+    try:
+        import torch
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["vram_bytes"] = int(torch.cuda.memory_allocated())
+            out["vram_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+    except Exception:  # memory figures are informative only
+        pass
+    return out

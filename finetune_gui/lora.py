@@ -1,0 +1,52 @@
+"""Wrap a loaded base model with LoRA adapters so that gradients really reach them."""
+
+from __future__ import annotations
+
+import peft
+import torch
+
+from .config import LoraConfig
+from .errors import ConfigError
+
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+
+def peft_config(cfg: LoraConfig) -> peft.LoraConfig:
+    return peft.LoraConfig(
+        task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules, bias=cfg.bias, use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora, modules_to_save=cfg.modules_to_save or None)
+
+
+def is_quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def attach_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool):
+    """Prepare the base (k-bit casting, checkpointing) and add trainable adapters.
+
+    Checkpointing is always non-reentrant: the re-entrant variant silently drops the LoRA
+    gradients when the inputs do not require grad (we saw all-zero gradients on CPU).
+    """
+    if is_quantized(model):
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+        model.enable_input_require_grads()
+    try:
+        model = peft.get_peft_model(model, peft_config(cfg))
+    except ValueError as exc:
+        text = str(exc).splitlines()[0]
+        if "not found in the base model" in text or "Target modules" in text:
+            raise ConfigError(f"lora.target_modules {cfg.target_modules!r} match no layer of this "
+                              "model; see the model's linear-layer names on the Model tab") from None
+        raise ConfigError(f"LoRA settings rejected by peft: {text}") from None
+    return model
+
+
+def trainable_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counting 4-bit packed weights at their real size."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return int(trainable), int(total)

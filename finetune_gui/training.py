@@ -1,0 +1,394 @@
+"""Training: a recipe (setup / train / save / cleanup) run by a job in a background thread.
+
+``TrainingJob`` owns one run. It exposes a ``JobState`` snapshot that the CLI and UI poll;
+``stop()`` sets an event that a Trainer callback turns into "save a checkpoint and stop".
+Only one job trains at a time in a process (the hardware is shared); a second ``start``
+is refused with ``JobBusyError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from . import models, runs
+from .config import RunConfig
+from .data import load_examples
+from .errors import FinetuneError
+from .hardware import cpu_supports_bf16, process_memory
+from .lora import attach_lora, is_quantized, trainable_counts
+from .templates import IGNORE_INDEX, TemplateSpec, encode_example
+
+_ACTIVE = threading.Lock()
+
+
+class JobBusyError(FinetuneError):
+    """Another training job is already running in this process."""
+
+
+@dataclass
+class JobState:
+    status: str = "idle"  # idle, loading, running, stopping, finished, stopped, failed
+    phase: str = ""
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss: list[tuple[int, float]] = field(default_factory=list)
+    learning_rate: float = 0.0
+    tokens_per_second: float = 0.0
+    tokens_seen: int = 0
+    eta_seconds: float | None = None
+    elapsed_seconds: float = 0.0
+    memory: dict = field(default_factory=dict)
+    trainable_params: int = 0
+    total_params: int = 0
+    examples: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    message: str = ""
+    log: list[str] = field(default_factory=list)
+    output_dir: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("loading", "running", "stopping")
+
+
+def resolve_precision(config: RunConfig, device: str) -> str:
+    """bf16 where the hardware has it (and the base is not 4-bit with fp16 compute), else fp32."""
+    wanted = config.train.precision
+    if wanted != "auto":
+        return wanted
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def resolve_optimizer(config: RunConfig, device: str) -> str:
+    if config.train.optimizer != "auto":
+        return config.train.optimizer
+    return "paged_adamw_8bit" if device == "cuda" and config.model.quantization != "none" \
+        else "adamw_torch"
+
+
+class _Collator:
+    """Pad a batch to its longest row: ids with the pad token, labels with IGNORE_INDEX."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.tensor(row["input_ids"])
+            labels[i, :n] = torch.tensor(row["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int):
+    """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts."""
+    from datasets import Dataset
+    rows = {"input_ids": [], "labels": [], "length": []}
+    truncated = dropped = 0
+    for example in examples:
+        enc = encode_example(example, spec, tokenizer, max_len)
+        truncated += enc.truncated
+        if enc.trained_tokens == 0:  # the answer was cut off entirely: nothing to learn
+            dropped += 1
+            continue
+        rows["input_ids"].append(enc.input_ids)
+        rows["labels"].append(enc.labels)
+        rows["length"].append(len(enc.input_ids))
+    return Dataset.from_dict(rows), truncated, dropped
+
+
+class TrainingJob:
+    def __init__(self, config: RunConfig, *, resume: bool = False):
+        self.config = config.copy()
+        self.resume = resume
+        self.paths = runs.RunPaths(Path(self.config.train.output_dir))
+        self._state = JobState(output_dir=str(self.paths.root))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    # ---- public API ----------------------------------------------------------------------
+    @property
+    def state(self) -> JobState:
+        with self._lock:
+            return copy.deepcopy(self._state)
+
+    def start(self) -> None:
+        """Train in a background thread; raises ``JobBusyError`` if a job is running."""
+        if not _ACTIVE.acquire(blocking=False):
+            raise JobBusyError("a training job is already running: stop it or wait for it")
+        self._update(status="loading", phase="starting")
+        self._thread = threading.Thread(target=self._run_locked, name="training-job", daemon=True)
+        self._thread.start()
+
+    def run(self) -> JobState:
+        """Train in this thread (the CLI's way); returns the final state."""
+        if not _ACTIVE.acquire(blocking=False):
+            raise JobBusyError("a training job is already running: stop it or wait for it")
+        self._update(status="loading", phase="starting")
+        self._run_locked()
+        return self.state
+
+    def stop(self) -> None:
+        """Ask the job to save a checkpoint at the end of the current step and stop."""
+        self._stop.set()
+        with self._lock:
+            if self._state.active:
+                self._state.status = "stopping"
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state
+
+    # ---- internals -----------------------------------------------------------------------
+    def _update(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._state, key, value)
+
+    def _log(self, text: str) -> None:
+        with self._lock:
+            self._state.log.append(f"[{time.strftime('%H:%M:%S')}] {text}")
+            del self._state.log[:-500]
+
+    def _run_locked(self) -> None:
+        try:
+            self._t0 = time.time()
+            trainer = self._setup()
+            self._train(trainer)
+            self._save(trainer)
+        except FinetuneError as exc:
+            self._fail(str(exc))
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            self._fail(out_of_memory_message(exc))
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                self._fail(out_of_memory_message(exc))
+            else:
+                self._fail(f"training failed: {str(exc).splitlines()[0][:300]}", exc)
+        except Exception as exc:  # the thread must never die silently: report anything
+            self._fail(f"training failed: {type(exc).__name__}: {str(exc)[:300]}", exc)
+        finally:
+            self._cleanup()
+            _ACTIVE.release()
+
+    def _fail(self, message: str, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            self._log("".join(traceback.format_exception(exc))[-2000:])
+        self._log(message)
+        self._update(status="failed", message=message, phase="")
+        self._write_state()
+
+    def _write_state(self) -> None:
+        s = self.state
+        if not self.paths.root.exists():
+            return
+        runs.write_state(self.paths, status=s.status, step=s.step, total_steps=s.total_steps,
+                         message=s.message, updated=time.time())
+
+    def _setup(self):
+        """Load data and model, attach LoRA, build the Trainer."""
+        cfg = self.config
+        spec = TemplateSpec.from_data_config(cfg.data)
+        self._update(phase="reading data")
+        split = load_examples(cfg.data, seed=cfg.train.seed)
+        if not split.train:
+            raise FinetuneError(f"{cfg.data.path}: no usable rows to train on")
+        for warning in split.report.warnings[:20]:
+            self._log(f"warning: {warning}")
+        resume_from = None
+        if self.resume:
+            resume_from = self.paths.latest_checkpoint()
+            if resume_from is None:
+                raise FinetuneError(f"{self.paths.root}: no checkpoint to resume from")
+        elif self.paths.latest_checkpoint() is not None:
+            raise FinetuneError(f"{self.paths.root} already holds a run with checkpoints: "
+                                "resume it, or choose another train.output_dir")
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.paths.config)
+        self._resume_from = resume_from
+
+        self._update(phase="loading model")
+        self._log(f"loading {cfg.model.name_or_path} ({cfg.model.quantization})")
+        model, tokenizer = models.load_model(cfg.model, for_training=True)
+        spec.check(tokenizer)
+        self._update(phase="tokenising")
+        train_ds, truncated, dropped = tokenize_examples(
+            split.train, spec, tokenizer, cfg.train.max_seq_len)
+        if len(train_ds) == 0:
+            raise FinetuneError(f"every example is longer than train.max_seq_len="
+                                f"{cfg.train.max_seq_len} before its answer starts: raise it")
+        eval_ds = None
+        if split.validation:
+            eval_ds, _, _ = tokenize_examples(split.validation, spec, tokenizer,
+                                              cfg.train.max_seq_len)
+        if truncated:
+            self._log(f"{truncated} examples were longer than max_seq_len and were cut")
+        if dropped:
+            self._log(f"{dropped} examples dropped: their answer starts after max_seq_len")
+
+        model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
+        trainable, total = trainable_counts(model)
+        self._log(f"trainable parameters: {trainable:,} of {total:,}")
+        self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),
+                     truncated=truncated, dropped=dropped)
+        self._tokenizer = tokenizer
+        return self._build_trainer(model, tokenizer, train_ds, eval_ds)
+
+    def _build_trainer(self, model, tokenizer, train_ds, eval_ds):
+        cfg = self.config.train
+        device = "cuda" if next(model.parameters()).is_cuda else "cpu"
+        precision = resolve_precision(self.config, device)
+        if is_quantized(model) and precision == "fp16":
+            precision = "fp32" if device == "cpu" else precision
+        eval_strategy = "no" if eval_ds is None else ("steps" if cfg.eval_steps else "epoch")
+        args = TrainingArguments(
+            output_dir=str(self.paths.checkpoints), num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm or None, optim=resolve_optimizer(self.config, device),
+            bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+            logging_steps=cfg.logging_steps, eval_strategy=eval_strategy,
+            eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
+            report_to=[], disable_tqdm=True, remove_unused_columns=False,
+            include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+            gradient_checkpointing=False,  # set up by attach_lora, non-reentrant
+            label_names=["labels"], save_only_model=False)
+        self._log(f"device {device}, precision {precision}, optimizer {getattr(args.optim, "value", args.optim)}")
+        return Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                       data_collator=_Collator(tokenizer.pad_token_id),
+                       processing_class=tokenizer, callbacks=[_JobCallback(self)])
+
+    def _train(self, trainer) -> None:
+        if self._resume_from is not None:
+            step = int(self._resume_from.name.split("-")[1])
+            kept = runs.truncate_metrics(self.paths, step)
+            self._update(loss=[(r["step"], r["loss"]) for r in kept if "loss" in r],
+                         eval_loss=[(r["step"], r["eval_loss"]) for r in kept if "eval_loss" in r],
+                         step=step)
+            self._log(f"resuming from {self._resume_from.name}")
+        elif self.paths.metrics.exists():
+            self.paths.metrics.unlink()
+        self._update(status="running", phase="training")
+        self._write_state()
+        trainer.train(resume_from_checkpoint=str(self._resume_from) if self._resume_from else None)
+
+    def _save(self, trainer) -> None:
+        state = self.state
+        if state.status == "failed":
+            return
+        self._update(phase="saving adapter")
+        trainer.model.save_pretrained(self.paths.adapter)
+        self._tokenizer.save_pretrained(self.paths.adapter)
+        self.config.save(self.paths.adapter / runs.RUN_CONFIG)
+        stopped = self._stop.is_set() and state.step < state.total_steps
+        status = "stopped" if stopped else "finished"
+        message = (f"stopped at step {state.step}/{state.total_steps}; resume to continue"
+                   if stopped else f"finished {state.step} steps in {state.elapsed_seconds:.0f}s")
+        self._log(message + f"; adapter saved to {self.paths.adapter}")
+        self._update(status=status, phase="", message=message)
+        self._write_state()
+
+    def _cleanup(self) -> None:
+        self._tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # called by the callback -------------------------------------------------------------
+    def _on_log(self, state, logs: dict) -> None:
+        now = time.time()
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+                  "time": round(now - self._t0, 2)}
+        with self._lock:
+            s = self._state
+            s.step, s.total_steps, s.epoch = state.global_step, state.max_steps, state.epoch or 0.0
+            s.elapsed_seconds = now - self._t0
+            if "loss" in logs:
+                s.loss.append((state.global_step, float(logs["loss"])))
+                record["loss"] = float(logs["loss"])
+            if "eval_loss" in logs:
+                s.eval_loss.append((state.global_step, float(logs["eval_loss"])))
+                record["eval_loss"] = float(logs["eval_loss"])
+            if "learning_rate" in logs:
+                s.learning_rate = record["learning_rate"] = float(logs["learning_rate"])
+            if state.num_input_tokens_seen:
+                s.tokens_seen = int(state.num_input_tokens_seen)
+                record["tokens_seen"] = s.tokens_seen
+            s.memory = process_memory()
+            record.update(s.memory)
+        if "loss" in record or "eval_loss" in record:
+            runs.append_metrics(self.paths, record)
+
+    def _on_step(self, state) -> None:
+        now = time.time()
+        with self._lock:
+            s = self._state
+            s.step, s.total_steps = state.global_step, state.max_steps
+            s.epoch = state.epoch or 0.0
+            s.elapsed_seconds = now - self._t0
+            if not hasattr(self, "_rate_start"):
+                self._rate_start = (now, state.global_step, state.num_input_tokens_seen)
+            t0, step0, tok0 = self._rate_start
+            if now > t0 and state.global_step > step0:
+                s.tokens_per_second = (state.num_input_tokens_seen - tok0) / (now - t0)
+                per_step = (now - t0) / (state.global_step - step0)
+                s.eta_seconds = per_step * max(0, state.max_steps - state.global_step)
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    return ("out of memory: " + (str(exc).splitlines()[0][:120] if str(exc) else "allocation failed")
+            + ". Try a smaller train.batch_size (raise grad_accum to keep the effective batch), "
+            "a shorter train.max_seq_len, train.gradient_checkpointing=true, or "
+            "model.quantization=4bit")
+
+
+class _JobCallback(TrainerCallback):
+    """Feeds the job's state and turns a stop request into save-and-stop."""
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.job._update(total_steps=state.max_steps, step=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.job._on_step(state)
+        if self.job._stop.is_set():
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FinetuneError(
+                f"loss became {loss} at step {state.global_step}: training stopped, last "
+                "good checkpoint kept. Lower train.learning_rate or use precision fp32")
+        self.job._on_log(state, logs)
