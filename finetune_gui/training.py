@@ -280,7 +280,8 @@ class TrainingJob:
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             gradient_checkpointing=False,  # set up by attach_lora, non-reentrant
             label_names=["labels"], save_only_model=False)
-        self._log(f"device {device}, precision {precision}, optimizer {getattr(args.optim, "value", args.optim)}")
+        optim = getattr(args.optim, 'value', args.optim)
+        self._log(f"device {device}, precision {precision}, optimizer {optim}")
         return Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                        data_collator=_Collator(tokenizer.pad_token_id),
                        processing_class=tokenizer, callbacks=[_JobCallback(self)])

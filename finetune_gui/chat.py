@@ -1,0 +1,132 @@
+"""Chat with a base model or a tuned run, always through the run's own training template."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import models, runs
+from .config import GenerationConfig, RunConfig
+from .data import Example, Turn
+from .errors import FinetuneError
+from .templates import TemplateSpec, encode_segments, segments, stop_token_ids
+
+
+def messages_to_example(messages: list[dict]) -> Example:
+    """OpenAI-style history ending in a user message → an Example whose last turn is open."""
+    system, turns, pending = "", [], None
+    for msg in messages:
+        role, content = msg.get("role"), msg.get("content")
+        if not isinstance(content, str):
+            content = str(content or "")
+        if role == "system":
+            system = content
+        elif role == "user":
+            if pending is not None:  # two user messages in a row: join them
+                pending += "\n\n" + content
+            else:
+                pending = content
+        elif role == "assistant" and pending is not None:
+            turns.append(Turn(pending, "", content))
+            pending = None
+    if pending is None or not pending.strip():
+        raise FinetuneError("the conversation must end with a non-empty user message")
+    turns.append(Turn(pending, "", ""))
+    return Example(turns, system=system)
+
+
+class ChatEngine:
+    """A loaded model (optionally with a LoRA adapter) that answers with the run's template.
+
+    One generation runs at a time per engine: switching the adapter off for a base-model
+    answer changes shared module state, so the engine serialises calls with a lock.
+    """
+
+    def __init__(self, model, tokenizer, config: RunConfig, *, has_adapter: bool,
+                 source: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.spec = TemplateSpec.from_data_config(config.data)
+        self.spec.check(tokenizer)
+        self.has_adapter = has_adapter
+        self.merged = False
+        self.source = source
+        self._lock = threading.Lock()
+        self._stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "ChatEngine":
+        from peft import PeftModel
+        paths, config = runs.find_run(run_dir)
+        model, tokenizer = models.load_model(config.model, for_training=False)
+        model = PeftModel.from_pretrained(model, str(paths.adapter))
+        return cls(model, tokenizer, config, has_adapter=True, source=str(paths.root))
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> "ChatEngine":
+        model, tokenizer = models.load_model(config.model, for_training=False)
+        return cls(model, tokenizer, config, has_adapter=False, source=config.model.name_or_path)
+
+    def merge(self) -> None:
+        """Fold the adapter into the base weights for faster answers (kept reversible)."""
+        if self.has_adapter and not self.merged:
+            with self._lock:
+                self.model.merge_adapter()
+                self.merged = True
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        example = messages_to_example(messages)
+        parts = segments(example, self.spec, self.tokenizer, for_generation=True)
+        return encode_segments(parts, self.tokenizer).input_ids
+
+    def stream(self, messages: list[dict], params: GenerationConfig | None = None, *,
+               use_adapter: bool = True) -> Iterator[str]:
+        """Yield the answer so far, growing token by token."""
+        from transformers import TextIteratorStreamer
+        params = params or self.config.generation
+        ids = torch.tensor([self.prompt_ids(messages)], device=self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                      max_new_tokens=params.max_new_tokens, eos_token_id=self._stop_ids,
+                      pad_token_id=self.tokenizer.pad_token_id,
+                      repetition_penalty=params.repetition_penalty)
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                with torch.inference_mode():
+                    if self.has_adapter and not use_adapter:
+                        with self.model.disable_adapter():
+                            self.model.generate(**kwargs)
+                    else:
+                        self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=generate, name="generate", daemon=True)
+            worker.start()
+            text = ""
+            for piece in streamer:
+                text += piece
+                yield text
+            worker.join()
+        if errors:
+            raise FinetuneError(f"generation failed: {str(errors[0]).splitlines()[0][:300]}")
+
+    def answer(self, messages: list[dict], params: GenerationConfig | None = None, *,
+               use_adapter: bool = True) -> str:
+        text = ""
+        for text in self.stream(messages, params, use_adapter=use_adapter):
+            pass
+        return text.strip()

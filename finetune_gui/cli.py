@@ -1,0 +1,230 @@
+"""Command line over the same core as the UI: train, chat, preview, validate, estimate, export.
+
+Every user mistake ends as one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import FinetuneError
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+    warnings.filterwarnings("ignore")
+
+
+def _load_config(args) -> RunConfig:
+    return RunConfig.load(args.config, args.set)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def cmd_train(args) -> int:
+    from .training import TrainingJob
+    config = _load_config(args)
+    job = TrainingJob(config, resume=args.resume)
+    job.start()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):
+        print("\nstopping: saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        job.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    printed_logs = printed_loss = 0
+    while True:
+        state = job.wait(timeout=0.5)
+        for line in state.log[printed_logs:]:
+            print(line, flush=True)
+        printed_logs = len(state.log)
+        for step, loss in state.loss[printed_loss:]:
+            evals = [v for s, v in state.eval_loss if s == step]
+            extra = f" eval_loss {evals[-1]:.4f}" if evals else ""
+            print(f"step {step}/{state.total_steps} loss {loss:.4f}{extra} "
+                  f"lr {state.learning_rate:.2e} tok/s {state.tokens_per_second:.0f} "
+                  f"eta {_duration(state.eta_seconds)}", flush=True)
+        printed_loss = len(state.loss)
+        if not state.active:
+            break
+    signal.signal(signal.SIGINT, previous)
+    if state.status == "failed":
+        raise FinetuneError(state.message)
+    print(f"{state.status}: {state.message}")
+    print(f"run folder: {state.output_dir}")
+    return 0
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise FinetuneError(f"{path}: prompts file not found")
+        prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip()]
+    if not prompts:
+        raise FinetuneError("give at least one --prompt or a --prompts-file")
+    return prompts
+
+
+def cmd_chat(args) -> int:
+    from .chat import ChatEngine
+    prompts = _read_prompts(args)
+    engine = ChatEngine.from_run(args.run_dir)
+    if args.merged:
+        engine.merge()
+    for key in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"):
+        if getattr(args, key) is not None:
+            engine.config.set(f"generation.{key}", getattr(args, key), source="chat")
+    params = engine.config.generation
+    for prompt in prompts:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages.append({"role": "user", "content": prompt})
+        answer = engine.answer(messages, params, use_adapter=not args.base_only)
+        if args.json:
+            print(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False), flush=True)
+        else:
+            print(f"### {prompt}\n{answer}\n", flush=True)
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from . import models
+    from .data import load_examples
+    from .templates import TemplateSpec, segments, token_spans
+    config = _load_config(args)
+    spec = TemplateSpec.from_data_config(config.data)
+    split = load_examples(config.data, seed=config.train.seed)
+    tokenizer = models.load_tokenizer(config.model)
+    spec.check(tokenizer)
+    max_len = config.train.max_seq_len
+    print(f"{len(split.train)} training rows, {len(split.validation)} validation rows; "
+          f"template {spec.name}; «…» = masked (no loss), ⟦…⟧ = cut by max_seq_len={max_len}")
+    for example in split.train[: args.n]:
+        spans = token_spans(segments(example, spec, tokenizer), tokenizer, max_len)
+        out, current = [], None
+        for text, kind in spans:
+            if kind != current:
+                out.append({"masked": "«", "cut": "⟦", "trained": ""}[kind])
+                if current in ("masked", "cut"):
+                    out.insert(-1, {"masked": "»", "cut": "⟧"}[current])
+                current = kind
+            out.append(text)
+        if current in ("masked", "cut"):
+            out.append({"masked": "»", "cut": "⟧"}[current])
+        trained = sum(1 for _, k in spans if k == "trained")
+        print(f"\n--- {example.where}: {len(spans)} tokens, {trained} trained ---")
+        print("".join(out))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .data import check_file
+    report = check_file(args.data_file, args.format)
+    print(f"{args.data_file}: format {report.format}, {report.rows_total} rows, "
+          f"{len(report.examples)} good, {len(report.errors)} bad, "
+          f"{len(report.warnings)} warnings")
+    for error in report.errors:
+        print(f"error: {error}")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    return 1 if report.errors else 0
+
+
+def cmd_estimate(args) -> int:
+    from .estimate import estimate_report
+    report = estimate_report(_load_config(args), args.vram)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    gib = 1024 ** 3
+    print(f"trainable parameters: {report['trainable_params']:,} of {report['total_params']:,}")
+    print(f"peak memory ({report['device']}): {report['peak_bytes'] / gib:.2f} GiB")
+    for part, size in report["breakdown"].items():
+        print(f"  {part:<24} {size / gib:8.3f} GiB")
+    for key in ("fits", "max_seq_len_fit", "max_batch_size_fit"):
+        if report.get(key) is not None:
+            print(f"{key}: {report[key]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m finetune_gui",
+                                     description="LoRA/QLoRA fine-tuning from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("config", help="run configuration YAML (e.g. presets/quickstart.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one setting; the value is YAML (repeatable)")
+
+    p = sub.add_parser("train", help="train a LoRA adapter")
+    with_config(p)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("chat", help="ask a trained run (or its base model) questions")
+    p.add_argument("run_dir", help="run folder (train.output_dir of a finished run)")
+    p.add_argument("--prompt", action="append", help="a question (repeatable)")
+    p.add_argument("--prompts-file", help="a file with one prompt per line")
+    p.add_argument("--base-only", action="store_true", help="answer with the base model alone")
+    p.add_argument("--merged", action="store_true", help="merge the adapter first (faster)")
+    p.add_argument("--json", action="store_true", help='print {"prompt", "answer"} per line')
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy (the default)")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--repetition-penalty", type=float)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("preview", help="show examples exactly as the model will see them")
+    with_config(p)
+    p.add_argument("-n", type=int, default=3, help="how many examples")
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("validate", help="check a data file and list every bad row")
+    p.add_argument("data_file")
+    p.add_argument("--format", default="auto", choices=("auto", "alpaca", "messages", "sharegpt"))
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("estimate", help="trainable parameters and peak memory, before loading")
+    with_config(p)
+    p.add_argument("--vram", type=float, help="GPU memory in GiB to fit into")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    started = time.time()
+    try:
+        return args.func(args)
+    except FinetuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.time() - started:.0f}s", file=sys.stderr)
+        return 130

@@ -1,0 +1,194 @@
+"""Shared UI plumbing: app options, the component registry, config-bound fields, errors.
+
+``Ui`` belongs to one built app (not to a user): it remembers which component shows which
+locale text (so a language switch can relabel everything) and which component edits which
+config key (so loading a preset can refresh every field).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gradio as gr
+
+from ..config import RunConfig, field_info
+from ..errors import FinetuneError
+from . import locale
+from .workspace import Workspace
+
+log = logging.getLogger("finetune_gui.ui")
+
+
+@dataclass
+class AppOptions:
+    lang: str = "en"
+    shared: bool = False
+    model: str | None = None          # --model: the base model the app starts with
+    runs_dir: str = "runs"
+    root: str = "."
+    preset: str = "presets/quickstart.yaml"
+    poll_seconds: float = 1.0
+
+
+@dataclass
+class Text:
+    """A component whose ``attrs`` (label, info, value, ...) come from locale keys."""
+    component: Any
+    attrs: dict[str, str | Callable[[str], Any]]
+
+
+@dataclass
+class Ui:
+    options: AppOptions
+    workspace: Workspace
+    texts: list[Text] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lang(self) -> str:
+        return self.options.lang
+
+    def t(self, key: str, **kw) -> str:
+        return locale.t(key, self.lang, **kw)
+
+    def text(self, component, **attrs):
+        """Register ``component`` for relabelling; returns it."""
+        self.texts.append(Text(component, attrs))
+        return component
+
+    def translations(self, lang: str) -> list:
+        """One ``gr.update`` per registered component, in registration order."""
+        out = []
+        for item in self.texts:
+            values = {}
+            for attr, key in item.attrs.items():
+                values[attr] = key(lang) if callable(key) else locale.t(key, lang)
+            out.append(gr.update(**values))
+        return out
+
+    # ---- config-bound fields ---------------------------------------------------------
+    def field(self, dotted: str, kind: str | None = None, **kw):
+        """A component that edits ``dotted`` (e.g. 'lora.r'), labelled and explained."""
+        info = field_info(dotted)
+        meta = info.metadata
+        default = getattr(RunConfig(), dotted.split(".")[0]).__dict__[dotted.split(".")[1]]
+        kind = kind or _kind_for(default, meta)
+        elem_id = kw.pop("elem_id", dotted.replace(".", "-").replace("_", "-"))
+        common = dict(label=self.t(f"field.{dotted}"), info=field_text(dotted, self.lang),
+                      elem_id=elem_id, **kw)
+        if kind == "checkbox":
+            comp = gr.Checkbox(value=default, **common)
+        elif kind == "dropdown":
+            comp = gr.Dropdown(choices=list(meta["choices"]), value=default, **common)
+        elif kind == "slider":
+            step = kw.pop("step", None) or (1 if isinstance(default, int) else 0.01)
+            common.pop("step", None)
+            comp = gr.Slider(minimum=common.pop("minimum", meta["min"] or 0),
+                             maximum=common.pop("maximum", meta["max"]), step=step,
+                             value=default, **common)
+        elif kind == "number":
+            comp = gr.Number(value=default, precision=0 if isinstance(default, int) else None,
+                             minimum=meta["min"], maximum=meta["max"], **common)
+        else:
+            comp = gr.Textbox(value="" if default is None else str(default), **common)
+        self.fields[dotted] = comp
+        self.text(comp, label=f"field.{dotted}",
+                  info=functools.partial(_field_text_for, dotted))
+        return comp
+
+
+def _field_text_for(dotted: str, lang: str) -> str:
+    return field_text(dotted, lang)
+
+
+def _kind_for(default: Any, meta: dict) -> str:
+    if isinstance(default, bool):
+        return "checkbox"
+    if meta.get("choices"):
+        return "dropdown"
+    if isinstance(default, (int, float)):
+        return "slider" if meta.get("max") is not None and meta["max"] <= 4096 else "number"
+    return "text"
+
+
+def field_text(dotted: str, lang: str) -> str:
+    """The info line under a field: what it does, plus its allowed range."""
+    meta = field_info(dotted).metadata
+    text = locale.t(f"help.{dotted}", lang)
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        text += " " + locale.t("range", lang, lo=f"{lo:g}", hi=f"{hi:g}")
+    elif lo is not None:
+        text += " " + locale.t("range_min", lang, lo=f"{lo:g}")
+    return text
+
+
+def ui_value(config: RunConfig, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    value = getattr(getattr(config, section), key)
+    return value
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+def friendly(exc: BaseException, lang: str = "en") -> str:
+    """A message a person can act on; never a bare 'Error'."""
+    if isinstance(exc, FinetuneError):
+        return str(exc)
+    log.error("unexpected error in the UI:\n%s", "".join(traceback.format_exception(exc)))
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return locale.t("err.unexpected", lang, kind=type(exc).__name__, detail=first or "-")
+
+
+def raise_friendly(exc: BaseException, lang: str = "en"):
+    """Re-raise any error as a ``gr.Error`` with a readable title and message."""
+    if isinstance(exc, gr.Error):
+        raise exc
+    raise gr.Error(friendly(exc, lang), title=locale.t("err.title", lang),
+                   print_exception=False) from None
+
+
+def guarded(func):
+    """Handler decorator: core errors become readable UI messages, never a crash."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # every failure must reach the user as text
+            raise_friendly(exc, _lang_of(args))
+    return wrapper
+
+
+def guarded_stream(func):
+    """Like ``guarded`` for generator handlers (streaming chat, progress)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from func(*args, **kwargs)
+        except Exception as exc:
+            raise_friendly(exc, _lang_of(args))
+    return wrapper
+
+
+def _lang_of(args) -> str:
+    for a in args:
+        lang = getattr(a, "lang", None)
+        if isinstance(lang, str):
+            return lang
+    return "en"
+
+
+def busy(button, fn, inputs, outputs, **kw):
+    """Run ``fn`` with ``button`` disabled meanwhile; returns the event for chaining."""
+    event = button.click(lambda: gr.update(interactive=False), None, button, queue=False)
+    event = event.then(fn, inputs, outputs, **kw)
+    after = event.then(lambda: gr.update(interactive=True), None, button, queue=False)
+    return event, after
+
+
+def markdown_lines(lines: list[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)

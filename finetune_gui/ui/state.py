@@ -1,0 +1,99 @@
+"""Per-user state: what one browser session is editing and has loaded.
+
+Lives in a ``gr.State`` (one copy per session, freed when the session ends), never in a
+module global. The one training job is not here: it is a shared server resource
+(see ``jobs.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import EMBEDDED_MODEL, RunConfig
+from ..errors import FinetuneError
+from .common import AppOptions
+from .workspace import Workspace
+
+
+@dataclass
+class UserState:
+    config: RunConfig
+    lang: str = "en"
+    preset: str = ""                  # the preset last loaded (base for 'copy as CLI')
+    # Model tab
+    model: Any = None
+    tokenizer: Any = None
+    tokenizer_for: str = ""           # model.name_or_path the tokenizer belongs to
+    card: Any = None                  # models.ModelCard of the loaded model
+    structure: Any = None             # lora_count.Structure (linear shapes) of the model
+    # Data tab
+    rows: list[dict] = field(default_factory=list)
+    data_format: str = ""
+    selected_row: int = 1             # 1-based, as people count rows
+    # Chat tab
+    engine: Any = None
+    engine_source: str = ""
+    # Train tab: how much of the job's plot/log this page has drawn
+    drawn_points: int = -1
+    drawn_log: int = -1
+    drawn_status: str = ""
+
+    def tokenizer_for_config(self):
+        """The tokenizer of the configured model (loaded once per model name)."""
+        name = self.config.model.name_or_path
+        if self.tokenizer is not None and self.tokenizer_for == name:
+            return self.tokenizer
+        from ..models import load_tokenizer
+        self.tokenizer = load_tokenizer(self.config.model)
+        self.tokenizer_for = name
+        return self.tokenizer
+
+    def drop_model(self) -> None:
+        self.model = self.card = self.structure = None
+
+    def require_model(self):
+        if self.model is None:
+            raise FinetuneError("no model loaded yet: load one on the Model tab first")
+        return self.model
+
+
+def initial_config(options: AppOptions, workspace: Workspace) -> tuple[RunConfig, str]:
+    """The config a new session starts from: the default preset, the --model override,
+    and a run folder that does not hold an earlier run."""
+    preset = workspace.root / options.preset
+    try:
+        config = RunConfig.load(preset)
+        preset_name = options.preset
+    except FinetuneError:
+        config, preset_name = RunConfig(), ""
+    if options.model:
+        config.model.name_or_path = options.model
+    name = Path(config.train.output_dir).name or "run"
+    config.train.output_dir = workspace.fresh_run_dir(
+        workspace.display(workspace.runs_dir / name))
+    return config, preset_name
+
+
+def new_state_factory(options: AppOptions, workspace: Workspace):
+    """A function Gradio calls once per session to make that session's state."""
+    def make() -> UserState:
+        config, preset = initial_config(options, workspace)
+        return UserState(config=config, lang=options.lang, preset=preset)
+    make.__name__ = "new_user_state"
+    return make
+
+
+def model_source_kind(name: str) -> str:
+    """embedded / hub / folder / gguf, for the Model tab's source selector."""
+    text = name.strip()
+    if text == EMBEDDED_MODEL:
+        return "embedded"
+    if text.lower().endswith(".gguf"):
+        return "gguf"
+    if text.startswith((".", "/", "~")) or ("/" in text and text.count("/") != 1):
+        return "folder"
+    if Path(text).expanduser().exists():
+        return "folder"
+    return "hub"

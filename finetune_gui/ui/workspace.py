@@ -1,0 +1,104 @@
+"""Which folders a browser user may read and write when the app is shared.
+
+Locally the person at the keyboard owns the machine, so any path goes. With ``--share``
+anyone holding the link (and the password) types paths into the UI; they must stay inside
+the workspace folders: ``presets/``, the runs folder and ``data/uploads/``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import FinetuneError
+
+UPLOADS = Path("data") / "uploads"
+
+
+class PathNotAllowed(FinetuneError):
+    """A path outside the workspace was given while the app is shared."""
+
+
+@dataclass
+class Workspace:
+    root: Path
+    runs_dir: Path
+    shared: bool = False
+    extra: list[Path] = field(default_factory=list)  # e.g. the --model folder given at launch
+
+    @classmethod
+    def create(cls, root: str | Path = ".", runs_dir: str | Path = "runs", *,
+               shared: bool = False, extra: list[str | Path] | None = None) -> "Workspace":
+        base = Path(root).resolve()
+        runs = Path(runs_dir)
+        runs = (runs if runs.is_absolute() else base / runs).resolve()
+        return cls(base, runs, shared, [Path(p).expanduser().resolve() for p in extra or []])
+
+    @property
+    def presets(self) -> Path:
+        return self.root / "presets"
+
+    @property
+    def user_presets(self) -> Path:
+        return self.presets / "user"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / UPLOADS
+
+    def allowed_roots(self) -> list[Path]:
+        return [self.presets, self.runs_dir, self.uploads, *self.extra]
+
+    def check(self, path: str | Path, what: str = "path") -> Path:
+        """The path, resolved; outside the workspace it is refused when shared."""
+        text = str(path).strip()
+        if not text:
+            raise FinetuneError(f"{what}: empty path")
+        p = Path(text).expanduser()
+        p = (p if p.is_absolute() else self.root / p).resolve()
+        if self.shared and not any(p == r or r in p.parents for r in self.allowed_roots()):
+            names = ", ".join(self.display(r) for r in self.allowed_roots())
+            raise PathNotAllowed(f"{what} '{text}' is outside the shared workspace; "
+                                 f"use a path under {names}")
+        return p
+
+    def display(self, path: str | Path) -> str:
+        """A path relative to the workspace root where possible (shorter, no home folder)."""
+        p = Path(path)
+        try:
+            return str(p.resolve().relative_to(self.root))
+        except ValueError:
+            return str(p)
+
+    def store_upload(self, temp_file: str | Path, subfolder: str = "") -> Path:
+        """Copy a browser upload into data/uploads/ under a safe, unique name."""
+        src = Path(temp_file)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", src.name).lstrip(".") or "upload"
+        folder = self.uploads / subfolder if subfolder else self.uploads
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / name
+        if dest.exists():
+            dest = folder / f"{dest.stem}-{time.strftime('%Y%m%d-%H%M%S')}{dest.suffix}"
+        shutil.copyfile(src, dest)
+        return dest
+
+    def fresh_run_dir(self, preferred: str) -> str:
+        """``preferred`` if it holds no run yet, else the first free ``<name>-N`` beside it."""
+        p = Path(preferred)
+        p = p if p.is_absolute() else self.root / p
+        if not (p / "checkpoints").exists() and not (p / "adapter").exists():
+            return preferred
+        for n in range(2, 10_000):
+            candidate = p.with_name(f"{p.name}-{n}")
+            if not candidate.exists():
+                return self.display(candidate)
+        return preferred
+
+
+def safe_name(text: str, default: str = "preset") -> str:
+    """A file name from user text: letters, digits, - and _ only."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text.strip()).strip("-")[:60]
+    return name or default
