@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import models, runs
 from .config import RunConfig
@@ -282,9 +282,11 @@ class TrainingJob:
             label_names=["labels"], save_only_model=False)
         optim = getattr(args.optim, 'value', args.optim)
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
-        return Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                       data_collator=_Collator(tokenizer.pad_token_id),
-                       processing_class=tokenizer, callbacks=[_JobCallback(self)])
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          data_collator=_Collator(tokenizer.pad_token_id),
+                          processing_class=tokenizer, callbacks=[_JobCallback(self)])
+        trainer.remove_callback(PrinterCallback)  # the job reports progress itself
+        return trainer
 
     def _train(self, trainer) -> None:
         if self._resume_from is not None:

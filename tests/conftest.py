@@ -36,7 +36,8 @@ def tiny_model_dir(tmp_path_factory, embedded_tokenizer) -> Path:
     config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2,
                          vocab_size=len(embedded_tokenizer), max_position_embeddings=512,
-                         tie_word_embeddings=True, eos_token_id=embedded_tokenizer.eos_token_id,
+                         tie_word_embeddings=True, initializer_range=0.2,
+                         eos_token_id=embedded_tokenizer.eos_token_id,
                          bos_token_id=embedded_tokenizer.bos_token_id,
                          pad_token_id=embedded_tokenizer.pad_token_id)
     torch.manual_seed(0)
@@ -72,7 +73,7 @@ def tiny_config(tiny_model_dir, codes_data, tmp_path):
     cfg.lora.dropout = 0.0
     cfg.train.output_dir = str(tmp_path / "run")
     cfg.train.max_steps = 12
-    cfg.train.learning_rate = 5e-3
+    cfg.train.learning_rate = 1e-2
     cfg.train.batch_size = 4
     cfg.train.max_seq_len = 128
     cfg.train.warmup_ratio = 0.0

@@ -98,3 +98,16 @@ def test_every_field_has_help():
     for section in ("model", "data", "lora", "train", "generation"):
         for f in dataclasses.fields(getattr(cfg, section)):
             assert len(field_help(f"{section}.{f.name}")) > 10, f"{section}.{f.name}"
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*-qlora-24gb.yaml")),
+                         ids=lambda p: p.name)
+def test_gpu_presets_follow_the_chapter_recipe(preset):
+    cfg = RunConfig.load(preset)
+    assert cfg.model.quantization == "4bit"
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 32.0, 0.05)
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj",
+                                       "gate_proj", "up_proj", "down_proj"]
+    assert cfg.train.learning_rate == 2e-4 and cfg.train.epochs == 3
+    assert cfg.train.optimizer == "paged_adamw_8bit"
+    assert (ROOT / cfg.data.path).is_file()

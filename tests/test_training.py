@@ -1,0 +1,139 @@
+"""Training on a tiny random Llama: the loss must fall, and stop/resume must be seamless."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune_gui.chat import ChatEngine
+from finetune_gui.runs import RunPaths, read_metrics
+from finetune_gui.training import JobBusyError, TrainingJob
+
+
+def losses(state):
+    return [loss for _, loss in state.loss]
+
+
+def assert_learned(state):
+    values = losses(state)
+    assert state.status == "finished", state.message
+    assert len(values) >= 6
+    first, last = sum(values[:3]) / 3, sum(values[-3:]) / 3
+    assert last < 0.8 * first, values
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"lora.target_modules": ["q_proj", "v_proj"], "lora.r": 4},
+    {"train.gradient_checkpointing": True},
+    {"train.precision": "bf16", "train.gradient_checkpointing": True},
+    {"lora.use_dora": True},
+    {"lora.use_rslora": True, "data.template": "chatml"},
+    {"model.quantization": "4bit", "train.gradient_checkpointing": True},
+    {"model.quantization": "8bit"},
+], ids=["default", "qv-r4", "checkpointing", "bf16-checkpointing", "dora", "rslora-chatml",
+        "qlora-4bit", "8bit"])
+def test_loss_falls(tiny_config, overrides):
+    for key, value in overrides.items():
+        tiny_config.set(key, value)
+    state = TrainingJob(tiny_config).run()
+    assert_learned(state)
+    assert state.trainable_params > 0
+
+
+def test_run_folder_and_adapter_loads_with_plain_peft(tiny_config):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    state = TrainingJob(tiny_config).run()
+    assert_learned(state)
+    paths = RunPaths(Path(tiny_config.train.output_dir))
+    assert paths.config.exists() and (paths.adapter / "run.yaml").exists()
+    assert (paths.adapter / "adapter_model.safetensors").exists()
+    assert json.loads(paths.state.read_text())["status"] == "finished"
+    records = read_metrics(paths)
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+
+    engine = ChatEngine.from_run(paths.root)
+    messages = [{"role": "user", "content": "What is code 3?"}]
+    tuned = engine.answer(messages)
+    base = engine.answer(messages, use_adapter=False)
+    assert tuned != base, "the adapter should change the answer"
+
+    plain = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_config.model.name_or_path), str(paths.adapter))
+    ids = torch.tensor([engine.prompt_ids(messages)])
+    out = plain.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                         max_new_tokens=tiny_config.generation.max_new_tokens,
+                         repetition_penalty=tiny_config.generation.repetition_penalty,
+                         eos_token_id=engine._stop_ids)
+    text = engine.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    assert text == tuned
+
+
+def test_stop_then_resume_continues_to_the_planned_total(tiny_config):
+    tiny_config.train.max_steps = 16
+    job = TrainingJob(tiny_config)
+    job.start()
+    while job.state.step < 5 and job.state.status in ("loading", "running"):
+        job.wait(0.05)
+    job.stop()
+    stopped = job.wait()
+    assert stopped.status == "stopped", stopped.message
+    k = stopped.step
+    assert 5 <= k < 16
+    paths = RunPaths(Path(tiny_config.train.output_dir))
+    assert paths.latest_checkpoint().name == f"checkpoint-{k}"
+
+    resumed = TrainingJob(tiny_config, resume=True).run()
+    assert resumed.status == "finished", resumed.message
+    steps = [s for s, _ in resumed.loss]
+    assert steps == list(range(1, 17)), "the curve continues from k without a gap or restart"
+    assert [r["step"] for r in read_metrics(paths) if "loss" in r] == list(range(1, 17))
+
+
+def test_one_job_at_a_time(tiny_config, tmp_path):
+    first = TrainingJob(tiny_config)
+    first.start()
+    try:
+        second = tiny_config.copy()
+        second.train.output_dir = str(tmp_path / "other")
+        with pytest.raises(JobBusyError, match="already running"):
+            TrainingJob(second).start()
+    finally:
+        first.stop()
+        first.wait()
+
+
+def test_eval_loss_is_logged(tiny_config):
+    tiny_config.data.val_split = 0.25
+    tiny_config.train.eval_steps = 4
+    state = TrainingJob(tiny_config).run()
+    assert [s for s, _ in state.eval_loss] == [4, 8, 12]
+    assert state.eval_loss[-1][1] < state.eval_loss[0][1]
+
+
+def test_targets_that_match_nothing_fail_clearly(tiny_config):
+    tiny_config.lora.target_modules = ["query_key_value"]
+    state = TrainingJob(tiny_config).run()
+    assert state.status == "failed"
+    assert "match no layer of this model" in state.message
+
+
+def test_existing_run_is_not_overwritten(tiny_config):
+    assert TrainingJob(tiny_config).run().status == "finished"
+    again = TrainingJob(tiny_config).run()
+    assert again.status == "failed" and "already holds a run" in again.message
+
+
+def test_nan_loss_stops_the_run_with_a_message(tiny_config):
+    from transformers import TrainerControl, TrainerState
+
+    from finetune_gui.errors import FinetuneError
+    from finetune_gui.training import _JobCallback
+    callback = _JobCallback(TrainingJob(tiny_config))
+    state = TrainerState()
+    state.global_step = 7
+    with pytest.raises(FinetuneError, match="loss became nan at step 7: training stopped"):
+        callback.on_log(None, state, TrainerControl(), logs={"loss": math.nan})
