@@ -1,0 +1,184 @@
+"""Estimates before loading: exact trainable parameters and the peak memory of a training step.
+
+Works from an architecture config alone — no weights, no download, no GPU needed — fast enough
+for a slider (about a millisecond per estimate once the config is read; see
+``bench/estimate_speed.py``).
+
+    >>> from finetune_gui.config import RunConfig
+    >>> from finetune_gui.estimate import estimate
+    >>> cfg = RunConfig()
+    >>> cfg.set("model.name_or_path", "meta-llama/Llama-2-7b-hf")
+    >>> cfg.set("lora.target_modules", ["q_proj", "v_proj"]); cfg.set("lora.r", 8)
+    >>> e = estimate(cfg, gpu_bytes=COMMON_GPUS["T4 16GB"])
+    >>> e.trainable_params, e.total_params
+    (4194304, 6742609920)
+
+The device: a GPU when ``gpu_bytes`` is given or a GPU is detected (NVML) and ``model.device``
+allows it, otherwise the CPU, whose budget is the RAM available now. ``fits`` compares
+``peak_bytes`` minus what a paged optimizer can spill to CPU RAM with that budget.
+How each term is modelled, and what could not be measured: see ``memory.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..hardware import cpu_supports_bf16
+from .arch import (Arch, arch_from_dict, find_config, linear_names_from_config, load_arch,
+                   preset_name)
+from .gpus import COMMON_GPUS, detected_gpu, gpu_bytes_for
+from .memory import Memory, Setup, estimate_memory, weight_bytes
+from .params import ParamCount, count_parameters
+
+__all__ = ["COMMON_GPUS", "Estimate", "Setup", "arch_from_dict", "count_parameters", "estimate",
+           "estimate_report", "find_config", "gpu_bytes_for", "linear_names_from_config",
+           "load_arch", "max_batch_size_fit", "max_seq_len_fit", "preset_name", "weight_bytes"]
+
+MAX_SEQ = 1_048_576
+MAX_BATCH = 4096
+
+
+@dataclass
+class Estimate:
+    trainable_params: int
+    total_params: int
+    peak_bytes: int
+    breakdown: dict[str, int]
+    device: str                  # cuda | cpu
+    fits: bool | None
+    budget_bytes: int | None = None
+    pageable_bytes: int = 0
+    source: str = ""
+    setup: Setup | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"trainable_params": self.trainable_params, "total_params": self.total_params,
+                "peak_bytes": self.peak_bytes, "breakdown": dict(self.breakdown),
+                "device": self.device, "fits": self.fits}
+
+
+def _counts(arch: Arch, config: RunConfig) -> ParamCount:
+    lc = config.lora
+    targets = lc.target_modules if isinstance(lc.target_modules, str) else tuple(lc.target_modules)
+    key = (lc.r, targets, lc.bias, lc.use_dora, tuple(lc.modules_to_save or ()))
+    cache = arch.__dict__.setdefault("_counts", {})
+    if key not in cache:
+        cache[key] = count_parameters(
+            arch, lc.r, targets if isinstance(targets, str) else list(targets), bias=lc.bias,
+            use_dora=lc.use_dora, modules_to_save=list(lc.modules_to_save or ()))
+    return cache[key]
+
+
+def setup_for(config: RunConfig, arch: Arch, device: str) -> Setup:
+    """The memory-relevant choices the app itself makes for ``config`` on ``device``."""
+    m, t = config.model, config.train
+    if device == "cuda":
+        weight = 4 if m.compute_dtype == "float32" else 2
+        precision = "bf16" if t.precision == "auto" else t.precision
+    else:
+        weight = 4  # models.load_model keeps the frozen base in fp32 on the CPU
+        precision = t.precision if t.precision != "auto" else (
+            "bf16" if cpu_supports_bf16() else "fp32")
+        if m.quantization != "none" and precision == "fp16":
+            precision = "fp32"
+    optimizer = t.optimizer
+    if optimizer == "auto":
+        optimizer = ("paged_adamw_8bit" if device == "cuda" and m.quantization != "none"
+                     else "adamw_torch")
+    return Setup(device=device, quantization=m.quantization, double_quant=True,
+                 weight_bytes=weight, precision=precision, optimizer=optimizer,
+                 batch_size=t.batch_size, seq_len=t.max_seq_len,
+                 gradient_checkpointing=t.gradient_checkpointing,
+                 attn_implementation=arch.attn_implementation, lora_dropout=config.lora.dropout,
+                 lora_r=config.lora.r, use_dora=config.lora.use_dora)
+
+
+def _device_and_budget(config: RunConfig, gpu_bytes: int | None) -> tuple[str, int | None]:
+    if gpu_bytes is not None:
+        if gpu_bytes <= 0:
+            raise ConfigError(f"GPU memory must be positive, got {gpu_bytes}")
+        return "cuda", int(gpu_bytes)
+    want = config.model.device
+    gpu = detected_gpu() if want in ("auto", "cuda") else None
+    if gpu is not None:
+        return "cuda", gpu.total_bytes
+    if want == "cuda":
+        return "cuda", None  # no GPU here: estimate for one, verdict unknown
+    import psutil
+    return "cpu", int(psutil.virtual_memory().available)
+
+
+def _fits(mem: Memory, budget: int | None) -> bool | None:
+    return None if budget is None else mem.peak_bytes - mem.pageable_bytes <= budget
+
+
+def estimate(config: RunConfig, *, gpu_bytes: int | None = None) -> Estimate:
+    """Trainable/total parameters and the peak memory of training ``config``, with a breakdown.
+
+    ``gpu_bytes``: estimate for a GPU with this much memory (e.g. ``COMMON_GPUS['T4 16GB']``)
+    instead of the detected device. Raises ConfigError / ModelLoadError with a one-line message
+    when the model's config cannot be found or the LoRA settings match nothing.
+    """
+    arch = load_arch(config.model.name_or_path)
+    pc = _counts(arch, config)
+    device, budget = _device_and_budget(config, gpu_bytes)
+    setup = setup_for(config, arch, device)
+    mem = estimate_memory(arch, pc, setup)
+    return Estimate(trainable_params=pc.trainable, total_params=pc.total,
+                    peak_bytes=mem.peak_bytes, breakdown=mem.breakdown, device=device,
+                    fits=_fits(mem, budget), budget_bytes=budget,
+                    pageable_bytes=mem.pageable_bytes, source=arch.source, setup=setup)
+
+
+def _largest_fitting(config: RunConfig, budget_bytes: int, field_name: str, lo: int,
+                     hi: int) -> int:
+    arch = load_arch(config.model.name_or_path)
+    pc = _counts(arch, config)
+    base = setup_for(config, arch, "cuda")
+
+    def ok(value: int) -> bool:
+        setattr(base, field_name, value)
+        return bool(_fits(estimate_memory(arch, pc, base), budget_bytes))
+
+    if not ok(lo):
+        return 0
+    while lo < hi:  # largest value that fits; memory grows with both
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def max_seq_len_fit(config: RunConfig, budget_bytes: int) -> int:
+    """Largest train.max_seq_len that fits a GPU of ``budget_bytes`` at the configured batch size.
+
+    Capped at the model's max_position_embeddings; 0 when not even 8 tokens fit.
+    """
+    cap = load_arch(config.model.name_or_path).config.get("max_position_embeddings") or MAX_SEQ
+    return _largest_fitting(config, budget_bytes, "seq_len", 8, min(int(cap), MAX_SEQ))
+
+
+def max_batch_size_fit(config: RunConfig, budget_bytes: int) -> int:
+    """Largest train.batch_size that fits a GPU of ``budget_bytes`` at the configured length."""
+    return _largest_fitting(config, budget_bytes, "batch_size", 1, MAX_BATCH)
+
+
+def estimate_report(config: RunConfig, vram_gib: float | None = None) -> dict:
+    """What ``python -m finetune_gui estimate`` prints as JSON.
+
+    Without ``vram_gib``: the estimate for this machine's device. With it: the estimate for a GPU
+    of that many GiB, plus ``max_seq_len_fit`` (at the configured batch size) and
+    ``max_batch_size_fit`` (at the configured sequence length).
+    """
+    gpu_bytes = None if vram_gib is None else int(float(vram_gib) * 2 ** 30)
+    est = estimate(config, gpu_bytes=gpu_bytes)
+    out = est.to_dict()
+    out["budget_bytes"] = est.budget_bytes
+    if gpu_bytes is not None:
+        out["max_seq_len_fit"] = max_seq_len_fit(config, gpu_bytes)
+        out["max_batch_size_fit"] = max_batch_size_fit(config, gpu_bytes)
+    return out
