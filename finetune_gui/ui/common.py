@@ -78,7 +78,9 @@ class Ui:
         default = getattr(RunConfig(), dotted.split(".")[0]).__dict__[dotted.split(".")[1]]
         kind = kind or _kind_for(default, meta)
         elem_id = kw.pop("elem_id", dotted.replace(".", "-").replace("_", "-"))
-        common = dict(label=self.t(f"field.{dotted}"), info=field_text(dotted, self.lang),
+        lo, hi = kw.get("minimum", meta["min"]), kw.get("maximum", meta["max"])
+        info_for = functools.partial(field_text, dotted, lo=lo, hi=hi)
+        common = dict(label=self.t(f"field.{dotted}"), info=info_for(self.lang),
                       elem_id=elem_id, **kw)
         if kind == "checkbox":
             comp = gr.Checkbox(value=default, **common)
@@ -96,13 +98,8 @@ class Ui:
         else:
             comp = gr.Textbox(value="" if default is None else str(default), **common)
         self.fields[dotted] = comp
-        self.text(comp, label=f"field.{dotted}",
-                  info=functools.partial(_field_text_for, dotted))
+        self.text(comp, label=f"field.{dotted}", info=info_for)
         return comp
-
-
-def _field_text_for(dotted: str, lang: str) -> str:
-    return field_text(dotted, lang)
 
 
 def _kind_for(default: Any, meta: dict) -> str:
@@ -115,16 +112,24 @@ def _kind_for(default: Any, meta: dict) -> str:
     return "text"
 
 
-def field_text(dotted: str, lang: str) -> str:
-    """The info line under a field: what it does, plus its allowed range."""
+_META = object()
+
+
+def field_text(dotted: str, lang: str, lo: Any = _META, hi: Any = _META) -> str:
+    """The info line under a field: what it does, plus its range (the slider's, if narrower)."""
     meta = field_info(dotted).metadata
     text = locale.t(f"help.{dotted}", lang)
-    lo, hi = meta.get("min"), meta.get("max")
+    lo = meta.get("min") if lo is _META else lo
+    hi = meta.get("max") if hi is _META else hi
     if lo is not None and hi is not None:
-        text += " " + locale.t("range", lang, lo=f"{lo:g}", hi=f"{hi:g}")
+        text += " " + locale.t("range", lang, lo=_num(lo), hi=_num(hi))
     elif lo is not None:
-        text += " " + locale.t("range_min", lang, lo=f"{lo:g}")
+        text += " " + locale.t("range_min", lang, lo=_num(lo))
     return text
+
+
+def _num(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def ui_value(config: RunConfig, dotted: str) -> Any:

@@ -31,6 +31,7 @@ class UserState:
     # Data tab
     rows: list[dict] = field(default_factory=list)
     data_format: str = ""
+    data_dirty: bool = False          # edits not yet saved to data.path
     selected_row: int = 1             # 1-based, as people count rows
     # Chat tab
     engine: Any = None

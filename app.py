@@ -1,0 +1,83 @@
+"""Start the fine-tuning wizard: ``python app.py`` then open http://127.0.0.1:7860.
+
+    python app.py [--host HOST] [--port PORT] [--share] [--auth USER:PASS] [--lang en|zh]
+                  [--model NAME_OR_PATH] [--runs-dir DIR]
+
+``--share`` makes a public Gradio link, so it always needs a login: without ``--auth`` (or
+the FINETUNE_GUI_AUTH variable) a password is generated and printed. If the link cannot be
+made (no internet), the app says so and keeps serving locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+AUTH_ENV = "FINETUNE_GUI_AUTH"
+SHARE_USER = "finetune"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="LoRA/QLoRA fine-tuning wizard (Gradio).")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0 = every network interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true",
+                   help="also make a public Gradio link (a login is always required)")
+    p.add_argument("--auth", default=os.environ.get(AUTH_ENV),
+                   help=f"USER:PASS login (or set {AUTH_ENV})")
+    p.add_argument("--lang", choices=("en", "zh"), default="en", help="interface language")
+    p.add_argument("--model", help="base model to start with (default: the embedded "
+                                   "smollm2-135m-instruct)")
+    p.add_argument("--runs-dir", default="runs", help="where training runs are kept")
+    return p.parse_args(argv)
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit(f"--auth / {AUTH_ENV} must look like USER:PASS")
+    return user, password
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    auth = parse_auth(args.auth)
+    if args.share and auth is None:
+        auth = (SHARE_USER, secrets.token_urlsafe(12))
+        print(f"* --share makes this app public: log in as user '{auth[0]}' with the "
+              f"generated password: {auth[1]}", flush=True)
+    from finetune_gui.ui.app import build_app, launch_kwargs
+    from finetune_gui.ui.common import AppOptions
+    options = AppOptions(lang=args.lang, shared=args.share, model=args.model,
+                         runs_dir=args.runs_dir, root=os.getcwd())
+    demo = build_app(options)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+                prevent_thread_lock=True, quiet=False, **launch_kwargs())
+    if args.share and not demo.share_url:
+        print(f"* The public share link could not be made (no internet connection, or the "
+              f"Gradio share server is unreachable). The app is still serving locally at "
+              f"{demo.local_url} (login required).", flush=True)
+    elif args.share:
+        print(f"* Public link: {demo.share_url} (anyone with the link and the password can "
+              "use this app)", flush=True)
+    print(f"* Open {demo.local_url} in a browser. Press Ctrl+C to stop.", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

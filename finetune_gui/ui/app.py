@@ -1,0 +1,203 @@
+"""Build the Gradio Blocks app: header (language, presets, CLI), the six tabs, their wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import FinetuneError
+from . import chat_tab, data_tab, export_tab, lora_tab, model_tab, train_tab
+from .common import AppOptions, Ui, friendly, guarded
+from .fields import apply_shared_limits, bind_fields, field_updates
+from .jobs import JobRegistry
+from .locale import LANGUAGES, t
+from .presets import list_presets, load_preset, save_preset
+from .state import UserState, new_state_factory
+from .workspace import Workspace
+
+TABS = ("model", "data", "lora", "train", "chat", "export")
+
+CSS = """
+.ft-progress { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
+.ft-bar { height: 100%; background: var(--color-accent); transition: width 0.5s; }
+.ft-progress-label { margin-top: 4px; font-variant-numeric: tabular-nums; }
+#status:empty { display: none; }
+"""
+
+
+def build_app(options: AppOptions | None = None, registry: JobRegistry | None = None):
+    """The Blocks app and its ``Ui`` registry. One ``registry`` = one training job."""
+    options = options or AppOptions()
+    workspace = Workspace.create(options.root, options.runs_dir, shared=options.shared,
+                                 extra=[options.model] if options.model and
+                                 Path(options.model).expanduser().exists() else None)
+    ui = Ui(options, workspace)
+    registry = registry or JobRegistry()
+    with gr.Blocks(title="finetune_gui", analytics_enabled=False) as demo:
+        state = gr.State(new_state_factory(options, workspace))
+        with gr.Row(equal_height=True):
+            title = gr.Markdown(f"## {ui.t('app.title')}\n{ui.t('app.subtitle')}")
+            ui.text(title, value=lambda lang: f"## {t('app.title', lang)}\n{t('app.subtitle', lang)}")
+            lang = gr.Radio(choices=[(name, code) for code, name in LANGUAGES.items()],
+                            value=options.lang, show_label=False, container=False,
+                            scale=0, min_width=220, elem_id="lang")
+        with gr.Row():
+            preset = gr.Dropdown(label=ui.t("preset.pick"), choices=list_presets(workspace),
+                                 value=options.preset if Path(workspace.root / options.preset)
+                                 .exists() else None, scale=3, elem_id="preset")
+            ui.text(preset, label="preset.pick")
+            preset_load = gr.Button(ui.t("preset.load"), scale=1, elem_id="preset-load")
+            preset_name = gr.Textbox(label=ui.t("preset.name"), scale=2, elem_id="preset-name")
+            preset_save = gr.Button(ui.t("preset.save"), scale=1, elem_id="preset-save")
+            cli_button = gr.Button(ui.t("preset.cli"), scale=1, elem_id="cli-button")
+            for comp, key in ((preset_load, "preset.load"), (preset_save, "preset.save"),
+                              (cli_button, "preset.cli")):
+                ui.text(comp, value=key)
+            ui.text(preset_name, label="preset.name")
+        cli = gr.Textbox(label=ui.t("preset.cli_label"), visible=False, buttons=["copy"],
+                         interactive=False, elem_id="cli-command")
+        ui.text(cli, label="preset.cli_label")
+        status = gr.Markdown(elem_id="status")
+        tabs, parts = {}, {}
+        with gr.Tabs(elem_id="tabs"):
+            for name in TABS:
+                with gr.Tab(ui.t(f"tab.{name}"), id=name, elem_id=f"tab-{name}") as tab:
+                    tabs[name] = ui.text(tab, label=f"tab.{name}")
+                    if name == "model":
+                        parts[name] = model_tab.build(ui, state)
+                    elif name == "data":
+                        parts[name] = data_tab.build(ui, state)
+                    elif name == "lora":
+                        parts[name] = lora_tab.build(ui, state)
+                    elif name == "train":
+                        parts[name] = train_tab.build(ui, state, registry)
+                    elif name == "chat":
+                        parts[name] = chat_tab.build(ui, state, registry)
+                    else:
+                        parts[name] = export_tab.build(ui, state, registry)
+        events = bind_fields(ui, state, status)
+        parts["train"].wire_buttons()
+        _wire(ui, demo, state, parts, tabs, events, lang, status,
+              (preset, preset_load, preset_name, preset_save, cli_button, cli))
+    demo.ui = ui
+    demo.registry = registry
+    return demo
+
+
+def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header) -> None:
+    model, data, lora, train = parts["model"], parts["data"], parts["lora"], parts["train"]
+    preset, preset_load, preset_name, preset_save, cli_button, cli = header
+    field_comps = list(ui.fields.values())
+    model_view = [model.source, model.path, model.upload]
+
+    # Every LoRA field (and the model) changes the live count.
+    for key, evs in events.items():
+        if key.startswith("lora."):
+            for ev in evs:
+                ev.then(lora.refresh, [state], lora.refresh_outputs, queue=False,
+                        show_progress="hidden")
+        if key.startswith("data.") or key == "train.max_seq_len":
+            for ev in evs:
+                ev.then(_data_refresh_if_loaded(data), [state], data.refresh_outputs,
+                        show_progress="hidden")
+    model.loaded.then(lora.refresh, [state], lora.refresh_outputs, queue=False)
+    model.loaded.then(_data_refresh_if_loaded(data), [state], data.refresh_outputs)
+    tabs["lora"].select(lora.refresh, [state], lora.refresh_outputs, queue=False)
+    tabs["data"].select(_data_autoload(ui, data), [state], data.refresh_outputs)
+    tabs["chat"].select(parts["chat"].refresh, [state], [parts["chat"].run], queue=False)
+    tabs["export"].select(parts["export"].refresh, [state], [parts["export"].run], queue=False)
+
+    def sync_all(st: UserState):
+        """Push the session's config into every field (page load, preset load)."""
+        return [*field_updates(ui, st.config), *model_tab.source_update(st)]
+
+    def on_page_load(st: UserState):
+        return [*sync_all(st), model_tab.hardware_markdown(st.lang), *train.attach(st)]
+
+    demo.load(on_page_load, [state], [*field_comps, *model_view, model.hardware, *train.outputs])
+
+    @guarded
+    def on_preset_load(st: UserState, path: str):
+        if not path:
+            raise FinetuneError(t("preset.none", st.lang))
+        config = load_preset(ui.workspace, path)
+        notes = apply_shared_limits(ui, config)
+        config.train.output_dir = ui.workspace.fresh_run_dir(config.train.output_dir)
+        st.config, st.preset = config, path
+        st.drop_model()
+        st.engine = None
+        message = "✅ " + t("preset.loaded", st.lang, path=path)
+        if notes:
+            message += "\n\n" + "\n".join(f"⚠️ {n}" for n in notes)
+        return [*sync_all(st), message]
+
+    @guarded
+    def on_preset_save(st: UserState, name: str):
+        if not (name or "").strip():
+            raise FinetuneError(t("preset.need_name", st.lang))
+        path = save_preset(ui.workspace, st.config, name)
+        shown = ui.workspace.display(path)
+        st.preset = shown
+        return (gr.update(choices=list_presets(ui.workspace), value=shown),
+                "✅ " + t("preset.saved", st.lang, path=shown))
+
+    @guarded
+    def on_cli(st: UserState):
+        base = st.preset or ui.options.preset
+        base_path = ui.workspace.root / base
+        if not base_path.exists():
+            base = ui.options.preset
+        command = st.config.cli_command(base)
+        return gr.update(value=command, visible=True)
+
+    preset_load.click(on_preset_load, [state, preset], [*field_comps, *model_view, status]) \
+        .then(lora.refresh, [state], lora.refresh_outputs, queue=False) \
+        .then(_data_refresh_if_loaded(data), [state], data.refresh_outputs)
+    preset_save.click(on_preset_save, [state, preset_name], [preset, status])
+    cli_button.click(on_cli, [state], [cli], queue=False)
+
+    text_comps = [item.component for item in ui.texts]
+
+    def on_lang(st: UserState, code: str):
+        st.lang = code if code in LANGUAGES else "en"
+        return ui.translations(st.lang)
+
+    lang.input(on_lang, [state, lang], text_comps, queue=False) \
+        .then(lora.refresh, [state], lora.refresh_outputs, queue=False) \
+        .then(_data_refresh_if_loaded(data), [state], data.refresh_outputs) \
+        .then(lambda st: model_tab.card_markdown(st), [state], [model.card], queue=False) \
+        .then(lambda st: model_tab.hardware_markdown(st.lang), [state], [model.hardware],
+              queue=False) \
+        .then(train.attach, [state], train.outputs, queue=False)
+
+
+def _data_refresh_if_loaded(data):
+    def refresh(st: UserState):
+        if not st.rows:
+            return [gr.skip()] * len(data.refresh_outputs)
+        return data.refresh(st)
+    return refresh
+
+
+def _data_autoload(ui: Ui, data):
+    """First visit to the Data tab: load data.path so there is something to look at."""
+    def autoload(st: UserState):
+        if not st.rows and st.config.data.path:
+            try:
+                from .data_view import load_rows
+                ui.workspace.check(st.config.data.path, "data.path")
+                st.rows = load_rows(st.config.data.path)
+                st.selected_row, st.data_dirty = 1, False
+            except Exception as exc:  # show why, keep the tab usable
+                gr.Warning(friendly(exc, st.lang))
+                return [gr.skip()] * len(data.refresh_outputs)
+        if not st.rows:
+            return [gr.skip()] * len(data.refresh_outputs)
+        return data.refresh(st, with_table=True)
+    return autoload
+
+
+def launch_kwargs() -> dict:
+    return {"css": CSS, "theme": gr.themes.Soft(), "ssr_mode": False, "allowed_paths": [],
+            "show_error": False}

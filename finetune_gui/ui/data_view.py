@@ -1,0 +1,206 @@
+"""Pure helpers behind the Data tab: rows <-> table, checks, token preview and statistics.
+
+No Gradio here, so the tests can call them directly. Row numbers are 1-based like the
+table shows them; a row's number is also its line in the saved JSONL file.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..data import DataReport, check_file, read_rows, save_rows
+from ..errors import DataError
+from ..templates import TemplateSpec, encode_example, segments, token_spans
+
+NUMBER = "#"
+ALPACA_COLUMNS = ["instruction", "input", "output"]
+STATS_ROW_LIMIT = 2000
+
+
+def load_rows(path: str | Path) -> list[dict]:
+    """Every row of a data file as a dict; unreadable lines raise with their number."""
+    rows, errors = read_rows(path)
+    if errors:
+        raise DataError(f"{path} {errors[0]} — fix it in a text editor first "
+                        f"({len(errors)} unreadable line(s))")
+    bad = [where for where, row in rows if not isinstance(row, dict)]
+    if bad:
+        raise DataError(f"{path} {bad[0]}: expected an object with fields")
+    return [row for _, row in rows]
+
+
+def columns_for(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in cols:
+                cols.append(key)
+    if not cols or any(c in cols for c in ("instruction", "output")):
+        cols = ALPACA_COLUMNS + [c for c in cols if c not in ALPACA_COLUMNS]
+    return cols
+
+
+def _cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = columns_for(rows)
+    data = [[str(i)] + [_cell(row.get(c)) for c in cols] for i, row in enumerate(rows, start=1)]
+    return pd.DataFrame(data, columns=[NUMBER] + cols)
+
+
+def _parse_cell(text: str, old):
+    """Table text back to the row's value: JSON where the row held a list/object."""
+    if isinstance(old, (list, dict)) or (old is None and text.strip()[:1] in ("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text            # kept as typed; the check reports the bad field
+    return text
+
+
+def apply_frame(rows: list[dict], frame: pd.DataFrame) -> list[dict]:
+    """Merge an edited table into ``rows``: numbered rows update, unnumbered rows are new.
+
+    Rows missing from the table are kept (a filtered view never deletes anything).
+    """
+    out = [dict(r) for r in rows]
+    cols = [c for c in frame.columns if c != NUMBER]
+    for record in frame.to_dict(orient="records"):
+        number = str(record.get(NUMBER, "") or "").strip()
+        cells = {c: "" if record.get(c) is None else str(record.get(c)) for c in cols}
+        if number.isdigit() and 1 <= int(number) <= len(out):
+            row = out[int(number) - 1]
+            for c, text in cells.items():
+                if text == _cell(row.get(c)):
+                    continue
+                if c not in row and not text:
+                    continue
+                row[c] = _parse_cell(text, row.get(c))
+        elif any(v.strip() for v in cells.values()):
+            out.append({c: _parse_cell(v, None) for c, v in cells.items() if v.strip()
+                        or c in ALPACA_COLUMNS})
+    return out
+
+
+def new_row(rows: list[dict], fmt: str) -> dict:
+    if fmt == "messages":
+        return {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
+    if fmt == "sharegpt":
+        return {"conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": ""}]}
+    return {"instruction": "", "input": "", "output": ""}
+
+
+def check_rows(rows: list[dict], fmt: str = "auto") -> DataReport:
+    """The core's file check run on the rows being edited (row N = line N)."""
+    if not rows:
+        raise DataError("the table is empty: add a row or load a data file")
+    with tempfile.TemporaryDirectory(prefix="finetune-gui-check-") as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                        encoding="utf-8")
+        report = check_file(path, fmt)
+    report.path = "table"
+    return report
+
+
+def row_number(where: str) -> int:
+    tail = where.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def error_table(report: DataReport) -> pd.DataFrame:
+    data = [[row_number(e.where), e.reason] for e in report.errors]
+    data += [[row_number(w.split(" duplicates")[0]), w.split(" ", 2)[-1]]
+             for w in report.warnings if " duplicates " in w]
+    return pd.DataFrame(data, columns=["row", "problem"])
+
+
+def example_for_row(report: DataReport, number: int):
+    for example in report.examples:
+        if row_number(example.where) == number:
+            return example
+    return None
+
+
+def preview_spans(example, spec: TemplateSpec, tokenizer, max_len: int,
+                  labels: dict[str, str]) -> list[tuple[str, str]]:
+    """Merged (text, label) runs of trained / masked / cut tokens, for HighlightedText."""
+    spans = token_spans(segments(example, spec, tokenizer), tokenizer, max_len)
+    merged: list[list] = []
+    for text, kind in spans:
+        if merged and merged[-1][1] == kind:
+            merged[-1][0] += text
+        else:
+            merged.append([text, kind])
+    return [(text, labels[kind]) for text, kind in merged]
+
+
+@dataclass
+class TokenStats:
+    rows: int
+    lengths: list[int] = field(default_factory=list)
+    trained: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    limited: bool = False
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.lengths) if self.lengths else 0.0
+
+    @property
+    def longest(self) -> int:
+        return max(self.lengths, default=0)
+
+
+def token_stats(examples, spec: TemplateSpec, tokenizer, max_len: int) -> TokenStats:
+    limited = len(examples) > STATS_ROW_LIMIT
+    stats = TokenStats(rows=len(examples), limited=limited)
+    for example in examples[:STATS_ROW_LIMIT]:
+        full = encode_example(example, spec, tokenizer)
+        cut = encode_example(example, spec, tokenizer, max_len)
+        stats.lengths.append(len(full.input_ids))
+        stats.trained += cut.trained_tokens
+        stats.truncated += cut.truncated
+        stats.dropped += cut.trained_tokens == 0
+    return stats
+
+
+def histogram(lengths: list[int], max_len: int, bins: int = 12) -> pd.DataFrame:
+    """Rows per token-length bin; bins past max_seq_len are marked 'cut'."""
+    if not lengths:
+        return pd.DataFrame({"tokens": [], "rows": [], "part": []})
+    low, top = min(lengths), max(max(lengths), 1)
+    width = max(1, -(-(top - low + 1) // bins))
+    first = low // width
+    counts: dict[int, int] = {}
+    for n in lengths:
+        counts[n // width] = counts.get(n // width, 0) + 1
+    starts = range(first, (top // width) + 1)
+    return pd.DataFrame({
+        "tokens": [f"{b * width}–{(b + 1) * width - 1}" for b in starts],
+        "rows": [counts.get(b, 0) for b in starts],
+        "part": ["cut" if (b + 1) * width > max_len else "kept" for b in starts],
+    })
+
+
+def save_table(path: str | Path, rows: list[dict]) -> tuple[Path, Path | None]:
+    """Save rows as JSONL (atomic, previous file backed up); non-JSONL paths get a
+    ``.jsonl`` sibling so the original file is never overwritten in another format."""
+    p = Path(path)
+    if p.suffix.lower() != ".jsonl":
+        p = p.with_suffix(".jsonl")
+    backup = save_rows(p, rows)
+    return p, backup

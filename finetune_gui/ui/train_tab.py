@@ -1,0 +1,203 @@
+"""Train tab: hyperparameters, Start / Stop / Resume, and a live view of the server's job.
+
+The job belongs to the server (``JobRegistry``), not to this page: a ``gr.Timer`` polls its
+state, so a reloaded or second page shows the same progress, and closing the page leaves
+the job running.
+"""
+
+from __future__ import annotations
+
+import html
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import FinetuneError
+from ..runs import RunPaths
+from ..training import JobState
+from .common import Ui, guarded
+from .fields import apply_values
+from .jobs import JobRegistry
+from .locale import t
+from .state import UserState
+
+MIB = 2 ** 20
+
+
+def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                ui.field("train.epochs", "number")
+                ui.field("train.max_steps", "number")
+                ui.field("train.learning_rate", "number")
+            with gr.Row():
+                ui.field("train.batch_size", "slider", maximum=64)
+                ui.field("train.grad_accum", "slider", maximum=64)
+                ui.field("train.max_seq_len", "number")
+            with gr.Row():
+                ui.field("train.lr_scheduler")
+                ui.field("train.warmup_ratio", "slider")
+                ui.field("data.val_split", "slider")
+            with gr.Row():
+                ui.field("train.save_steps", "number")
+                ui.field("train.seed", "number")
+                ui.field("train.precision")
+            with gr.Row():
+                ui.field("train.gradient_checkpointing")
+                ui.field("train.output_dir", "text", elem_id="train-output")
+        with gr.Column(scale=3):
+            with gr.Row():
+                start = gr.Button(ui.t("train.start"), variant="primary", elem_id="train-start")
+                stop = gr.Button(ui.t("train.stop"), variant="stop", interactive=False,
+                                 elem_id="train-stop")
+                resume = gr.Button(ui.t("train.resume"), elem_id="train-resume")
+            for button, key in ((start, "train.start"), (stop, "train.stop"),
+                                (resume, "train.resume")):
+                ui.text(button, value=key)
+            progress = gr.HTML(progress_html(None, ui.lang), elem_id="train-progress")
+            stats = gr.Markdown(elem_id="train-stats")
+            plot = gr.LinePlot(empty_plot(), x="step", y="loss", color="series",
+                               label=ui.t("train.plot"), height=280,
+                               color_map={"train": "#3b82f6", "eval": "#f97316"},
+                               elem_id="train-plot")
+            ui.text(plot, label="train.plot")
+            logs = gr.Textbox(label=ui.t("train.log"), lines=10, max_lines=10, autoscroll=True,
+                              interactive=False, elem_id="train-log")
+            ui.text(logs, label="train.log")
+    timer = gr.Timer(ui.options.poll_seconds)
+
+    keys = list(ui.fields)
+
+    def _start(st: UserState, resume_run: bool, values):
+        apply_values(ui, st, dict(zip(keys, values)))
+        if st.data_dirty:
+            raise FinetuneError(t("train.unsaved_data", st.lang))
+        out = ui.workspace.check(st.config.train.output_dir, "train.output_dir")
+        has_checkpoint = RunPaths(out).latest_checkpoint() is not None
+        if not resume_run and has_checkpoint:
+            raise FinetuneError(t("train.exists", st.lang, path=st.config.train.output_dir))
+        if resume_run and not has_checkpoint:
+            raise FinetuneError(t("train.no_checkpoint", st.lang,
+                                  path=st.config.train.output_dir))
+        if ui.options.shared:
+            st.config.model.trust_remote_code = False
+        registry.start(st.config, resume=resume_run)
+        st.drawn_points = st.drawn_log = -1
+        gr.Info(t("train.started", st.lang, path=st.config.train.output_dir))
+        return poll(st)
+
+    @guarded
+    def on_start(st: UserState, *values):
+        return _start(st, False, values)
+
+    @guarded
+    def on_resume(st: UserState, *values):
+        return _start(st, True, values)
+
+    def on_stop(st: UserState):
+        if registry.stop():
+            gr.Info(t("train.stopping", st.lang))
+        return poll(st)
+
+    def poll(st: UserState):
+        """Progress, stats, plot, log and button states; unchanged parts are skipped."""
+        s = registry.state()
+        lang = st.lang
+        active = bool(s and s.active)
+        buttons = [gr.update(interactive=not active), gr.update(interactive=active),
+                   gr.update(interactive=not active)]
+        if s is None:
+            return [gr.skip(), gr.skip(), gr.skip(), gr.skip(), *buttons]
+        if s.status in ("finished", "stopped"):
+            registry.note_finished(s.output_dir)
+        if s.status != st.drawn_status:
+            if s.status == "failed" and st.drawn_status:
+                gr.Warning(s.message)
+            st.drawn_status = s.status
+        points = len(s.loss) + len(s.eval_loss)
+        plot_value = gr.skip()
+        if points != st.drawn_points:
+            plot_value, st.drawn_points = loss_frame(s), points
+        log_value = gr.skip()
+        if len(s.log) != st.drawn_log:
+            log_value, st.drawn_log = "\n".join(s.log[-200:]), len(s.log)
+        return [progress_html(s, lang), stats_markdown(s, lang), plot_value, log_value,
+                *buttons]
+
+    outputs = [progress, stats, plot, logs, start, stop, resume]
+    def wire_buttons():
+        """Called once every tab is built: Start/Resume send every field's value."""
+        keys[:] = list(ui.fields)
+        fields = list(ui.fields.values())
+        start.click(on_start, [state, *fields], outputs, concurrency_id="train-control")
+        resume.click(on_resume, [state, *fields], outputs, concurrency_id="train-control")
+    stop.click(on_stop, [state], outputs, queue=False)
+    timer.tick(poll, [state], outputs, queue=False, show_progress="hidden")
+
+    def attach(st: UserState):
+        """On page load: forget what this page drew so the job is drawn afresh."""
+        st.drawn_points = st.drawn_log = -1
+        st.drawn_status = ""
+        return poll(st)
+
+    return SimpleNamespace(outputs=outputs, attach=attach, timer=timer, wire_buttons=wire_buttons)
+
+
+def empty_plot() -> pd.DataFrame:
+    return pd.DataFrame({"step": pd.Series(dtype=int), "loss": pd.Series(dtype=float),
+                         "series": pd.Series(dtype=str)})
+
+
+def loss_frame(s: JobState) -> pd.DataFrame:
+    rows = [(step, loss, "train") for step, loss in s.loss]
+    rows += [(step, loss, "eval") for step, loss in s.eval_loss]
+    if not rows:
+        return empty_plot()
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_html(s: JobState | None, lang: str) -> str:
+    if s is None:
+        label, pct, status = t("train.idle", lang), 0.0, "idle"
+    else:
+        status = s.status
+        pct = 100.0 * s.step / s.total_steps if s.total_steps else 0.0
+        if s.status == "finished":
+            pct = 100.0
+        phase = s.phase or t(f"train.status.{s.status}", lang)
+        label = t("train.progress", lang, step=s.step, total=s.total_steps or "?",
+                  pct=f"{pct:.0f}", eta=duration(s.eta_seconds), phase=phase)
+    return (f'<div class="ft-progress" data-status="{status}">'
+            f'<div class="ft-bar" style="width:{pct:.1f}%"></div></div>'
+            f'<div class="ft-progress-label">{html.escape(label)}</div>')
+
+
+def stats_markdown(s: JobState, lang: str) -> str:
+    lines = [f"**{t('train.status', lang)}:** {t(f'train.status.{s.status}', lang)}"]
+    if s.message:
+        lines[0] += f" — {s.message}"
+    last = f"{s.loss[-1][1]:.4f}" if s.loss else "–"
+    last_eval = f"{s.eval_loss[-1][1]:.4f}" if s.eval_loss else "–"
+    lines.append(t("train.numbers", lang, loss=last, eval=last_eval, points=len(s.loss),
+                   tps=f"{s.tokens_per_second:,.0f}", elapsed=duration(s.elapsed_seconds)))
+    mem = s.memory or {}
+    if mem:
+        text = t("train.ram", lang, mib=f"{mem.get('rss_bytes', 0) / MIB:,.0f}")
+        if "vram_bytes" in mem:
+            text += " · " + t("train.vram", lang, mib=f"{mem['vram_bytes'] / MIB:,.0f}",
+                              peak=f"{mem.get('vram_peak_bytes', 0) / MIB:,.0f}")
+        lines.append(text)
+    if s.trainable_params:
+        lines.append(t("train.params", lang, n=f"{s.trainable_params:,}",
+                       total=f"{s.total_params:,}", examples=s.examples))
+    lines.append(t("train.folder", lang, path=s.output_dir))
+    return "\n\n".join(lines)

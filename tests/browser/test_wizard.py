@@ -1,0 +1,175 @@
+"""Click through the whole wizard in headless Chromium against the real app server.
+
+load model → edit a row and see the preview change → change the rank and see the
+trainable count change → train and see loss points appear → reload mid-training and see
+progress continue → stop → chat and get a streamed answer → export. Screenshots of every
+tab go to docs/screenshots/ for the README's tour.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from .conftest import SCREENSHOTS
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 120_000
+
+
+def text(page, selector: str) -> str:
+    return page.locator(selector).first.inner_text()
+
+
+def wait_text(page, selector: str, pattern: str, timeout_ms: int = TIMEOUT_MS) -> str:
+    """Wait until the element's text matches the regex ``pattern``; return the text."""
+    page.wait_for_function(
+        "([sel, pat]) => { const el = document.querySelector(sel);"
+        " return !!el && new RegExp(pat).test(el.innerText); }",
+        arg=[selector, pattern], timeout=timeout_ms)
+    return text(page, selector)
+
+
+def fill(page, selector: str, value: str, commit: str = "Tab") -> None:
+    box = page.locator(f"{selector} textarea, {selector} input").first
+    box.fill(value)
+    box.press(commit)
+
+
+def open_tab(page, name: str) -> None:
+    page.locator(f"#tab-{name}-button").click()
+    page.wait_for_timeout(300)
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.add_style_tag(content=".toast-wrap { display: none !important; }")
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def trainable(page) -> int:
+    shown = wait_text(page, "#lora-count", r"parameters:\s*\d")
+    return int(re.search(r"parameters:\s*([\d,]+)", shown).group(1).replace(",", ""))
+
+
+def step_of(page) -> int:
+    found = re.search(r"(\d+)/(\d+)", text(page, "#train-progress"))
+    return int(found.group(1)) if found else -1
+
+
+def test_whole_wizard(app_server, browser, codes_data):
+    url, runs, log = app_server
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("#model-load", timeout=TIMEOUT_MS)
+    t0 = time.time()
+
+    # ---- Model: the --model folder is preselected; load it and see its card ----------
+    wait_text(page, "#hardware", "CPU")
+    page.locator("#model-load").click()
+    card = wait_text(page, "#model-card", "Loaded")
+    assert "q_proj" in card and "Parameters" in card
+    shot(page, "model")
+
+    # ---- Data: load a file, edit a row, see the preview change, save -----------------
+    open_tab(page, "data")
+    fill(page, "#data-path", str(codes_data))
+    page.locator("#data-load").click()
+    wait_text(page, "#data-summary", r"24 rows")
+    wait_text(page, "#data-preview", "Code 0 is blue")
+    fill(page, "#row-output", "Code 0 is PURPLE-42 square.", commit="Tab")
+    page.locator("#row-apply").click()
+    wait_text(page, "#data-preview", "PURPLE-42")
+    assert "Code 0 is blue" not in text(page, "#data-preview")
+    wait_text(page, "#data-summary", "unsaved")
+    page.locator("#data-save").click()
+    page.wait_for_function("() => !document.querySelector('#data-summary')"
+                           ".innerText.includes('unsaved')", timeout=TIMEOUT_MS)
+    assert "PURPLE-42" in codes_data.read_text(encoding="utf-8")
+    assert list(codes_data.parent.glob("codes.*.bak.jsonl")), "no backup of the original"
+    shot(page, "data")
+
+    # ---- LoRA: change the rank, see the trainable count change -----------------------
+    open_tab(page, "lora")
+    before = trainable(page)
+    fill(page, "#lora-r", "4", commit="Enter")
+    page.wait_for_function(
+        "(n) => { const m = document.querySelector('#lora-count').innerText"
+        ".match(/parameters:\\s*([\\d,]+)/i); return m && Number(m[1].replace(/,/g, '')) !== n; }",
+        arg=before, timeout=TIMEOUT_MS)
+    after = trainable(page)
+    assert after * 4 == before, (before, after)   # quickstart r=16 -> 4: a quarter
+    shot(page, "lora")
+
+    # ---- Train: start, see loss points appear, reload mid-training, stop -------------
+    open_tab(page, "train")
+    fill(page, "#train-max-steps", "400")
+    fill(page, "#train-save-steps", "25")
+    fill(page, "#train-learning-rate", "0.005")
+    page.locator("#train-start").click()
+    wait_text(page, "#train-stats", r"[1-9]\d* loss points")
+    seen = step_of(page)
+    assert seen >= 1
+    shot(page, "train")
+
+    page.reload()
+    page.wait_for_selector("#tab-train-button", timeout=TIMEOUT_MS)
+    open_tab(page, "train")   # tabs render when first opened
+    wait_text(page, "#train-stats", "training")          # re-attached to the running job
+    page.wait_for_function(
+        "(n) => { const m = document.querySelector('#train-progress').innerText"
+        ".match(/(\\d+)\\/(\\d+)/); return m && Number(m[1]) > n; }",
+        arg=seen, timeout=TIMEOUT_MS)                      # and it kept going
+    assert page.locator("#train-start button, button#train-start").first.is_disabled()
+    page.locator("#train-stop").click()
+    wait_text(page, "#train-stats", "stopped")
+    assert page.locator("#train-plot canvas, #train-plot svg").count() >= 1
+    shot(page, "train")
+
+    # ---- Chat: the stopped run has an adapter; a streamed answer arrives ---------------
+    open_tab(page, "chat")
+    run_dir = next(runs.iterdir())
+    page.locator("#chat-run input").click()
+    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    fill(page, "#chat-input", "What is code 0?", commit="Enter")
+    lengths = page.evaluate("""async () => {
+        const seen = new Set();
+        const t0 = Date.now();
+        while (Date.now() - t0 < 110000) {
+            const bots = document.querySelectorAll('#chat-tuned .bot, #chat-tuned [data-testid="bot"]');
+            if (bots.length) seen.add(bots[bots.length - 1].innerText.trim().length);
+            const info = document.querySelector('#chat-info').innerText;
+            if (info.includes('Ready') && seen.size > 2) break;
+            await new Promise(r => setTimeout(r, 30));
+        }
+        return Array.from(seen);
+    }""")
+    shot(page, "chat")
+    nonzero = sorted(n for n in lengths if n > 0)
+    if len(nonzero) < 2:
+        (log.parent / "chat.html").write_text(page.locator("#chat-tuned").inner_html())
+    assert len(nonzero) >= 2, f"answer did not stream: lengths seen {lengths}; see {log}"
+
+    # ---- Export: the adapter folder and a merged model --------------------------------
+    open_tab(page, "export")
+    page.locator("#export-run input").click()
+    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    wait_text(page, "#export-adapter", "adapter_config.json")
+    page.locator("#export-merge").click()
+    wait_text(page, "#export-status", "Saved")
+    assert (run_dir / "merged" / "config.json").exists()
+    shot(page, "export")
+
+    # ---- Language: switch to 简体中文 at run time ---------------------------------------
+    page.get_by_label("简体中文").check()
+    wait_text(page, "#tab-model-button", "模型")
+    open_tab(page, "model")
+    shot(page, "model_zh")
+    assert not problems, problems
+    print(f"wizard clicked through in {time.time() - t0:.0f}s")
