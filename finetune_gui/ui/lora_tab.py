@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..errors import FinetuneError
 from .common import Ui, friendly
-from .lora_count import count_report, structure_from_config
+from .lora_count import count_report, estimator, structure_from_config
 from .locale import t
 from .state import UserState
 
@@ -36,13 +36,9 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
 
     def target_update(st: UserState):
         """Checkboxes: the model's linear layers, ticked as the config says."""
-        structure = st.structure
-        if structure is None:
-            try:
-                structure = structure_from_config(st.config.model)
-            except FinetuneError:
-                return gr.update(choices=[], value=[])
-        names = structure.names
+        names = target_names(st)
+        if not names:
+            return gr.update(choices=[], value=[])
         chosen = st.config.lora.target_modules
         value = list(names) if chosen == "all-linear" else [n for n in chosen if n in names]
         return gr.update(choices=names, value=value)
@@ -50,7 +46,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
     def count_text(st: UserState) -> str:
         lang = st.lang
         structure = st.structure
-        if structure is None:
+        if structure is None and estimator() is None:
             try:
                 structure = structure_from_config(st.config.model)
             except FinetuneError:
@@ -85,7 +81,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         return "\n\n".join(lines)
 
     def on_targets(st: UserState, chosen: list[str]):
-        names = st.structure.names if st.structure is not None else None
+        names = target_names(st)
         if not chosen:
             gr.Warning(t("lora.need_target", st.lang))
             return target_update(st), count_text(st)
@@ -101,3 +97,19 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
 
     return SimpleNamespace(targets=targets, count=count, refresh=refresh,
                            refresh_outputs=[targets, count], count_text=count_text)
+
+
+def target_names(st: UserState) -> list[str]:
+    """LoRA-targetable layer names: from the loaded model, else from its config alone."""
+    if st.structure is not None:
+        return list(st.structure.names)
+    try:
+        from ..estimate.arch import linear_names_from_config
+    except ImportError:
+        linear_names_from_config = None
+    try:
+        if linear_names_from_config is not None:
+            return linear_names_from_config(st.config.model.name_or_path)
+        return structure_from_config(st.config.model).names
+    except Exception:  # unknown architecture / offline Hub id: load the model instead
+        return []
