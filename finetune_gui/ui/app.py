@@ -79,13 +79,13 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
         events = bind_fields(ui, state, status)
         parts["train"].wire_buttons()
         _wire(ui, demo, state, parts, tabs, events, lang, status,
-              (preset, preset_load, preset_name, preset_save, cli_button, cli))
+              (preset, preset_load, preset_name, preset_save, cli_button, cli), registry)
     demo.ui = ui
     demo.registry = registry
     return demo
 
 
-def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header) -> None:
+def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, registry) -> None:
     model, data, lora, train = parts["model"], parts["data"], parts["lora"], parts["train"]
     preset, preset_load, preset_name, preset_save, cli_button, cli = header
     field_comps = list(ui.fields.values())
@@ -113,6 +113,10 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header) -> Non
         return [*field_updates(ui, st.config), *model_tab.source_update(st)]
 
     def on_page_load(st: UserState):
+        job = registry.current
+        if job is not None and job.state.active:
+            # A page opened while the server trains shows that job's settings.
+            st.config = job.config.copy()
         return [*sync_all(st), model_tab.hardware_markdown(st.lang), *train.attach(st)]
 
     demo.load(on_page_load, [state], [*field_comps, *model_view, model.hardware, *train.outputs])

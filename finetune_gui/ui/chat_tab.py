@@ -13,6 +13,7 @@ from ..chat import ChatEngine
 from ..errors import FinetuneError
 from ..runs import list_runs
 from .common import Ui, guarded, guarded_stream
+from .fields import apply_values
 from .jobs import JobRegistry
 from .locale import t
 from .state import UserState
@@ -118,7 +119,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
 
     @guarded_stream
     def on_send(st: UserState, choice: str, text: str, history: list, base_history: list,
-                system_prompt: str, side_by_side: bool, progress=gr.Progress()):
+                system_prompt: str, side_by_side: bool, progress=gr.Progress(), *generation):
+        # Gradio puts the Progress tracker at its position; the generation fields follow.
+        apply_values(ui, st, dict(zip(gen_keys, generation)))
         text = (text or "").strip()
         if not text:
             raise FinetuneError(t("chat.empty", st.lang))
@@ -156,7 +159,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     load.click(on_load, [state, run], [info], concurrency_id="chat")
     merge.click(on_merge, [state, run], [info], concurrency_id="chat")
     compare.input(on_compare, [compare], [base], queue=False)
-    inputs = [state, run, message, tuned, base, system, compare]
+    gen_keys = [k for k in ui.fields if k.startswith("generation.")]
+    inputs = [state, run, message, tuned, base, system, compare,
+              *[ui.fields[k] for k in gen_keys]]
     sent = send.click(on_send, inputs, [message, tuned, base], concurrency_id="chat",
                       concurrency_limit=2)
     message.submit(on_send, inputs, [message, tuned, base], concurrency_id="chat")

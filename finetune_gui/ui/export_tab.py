@@ -55,8 +55,15 @@ def folder_listing(path: Path) -> str:
     lines = []
     for f in sorted(path.iterdir()):
         if f.is_file():
-            lines.append(f"- `{f.name}` — {f.stat().st_size / 2**20:,.2f} MiB")
+            lines.append(f"- `{f.name}` — {human_size(f.stat().st_size)}")
     return "\n".join(lines)
+
+
+def human_size(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} B"
 
 
 def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
