@@ -132,12 +132,6 @@ def _num(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
-def ui_value(config: RunConfig, dotted: str) -> Any:
-    section, key = dotted.split(".")
-    value = getattr(getattr(config, section), key)
-    return value
-
-
 # ---- errors ---------------------------------------------------------------------------
 
 def friendly(exc: BaseException, lang: str = "en") -> str:

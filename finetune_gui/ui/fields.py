@@ -7,7 +7,6 @@ preset (or a page) pushes the config into every field at once.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -109,10 +108,6 @@ def apply_shared_limits(ui: Ui, config: RunConfig) -> list[str]:
                 except FinetuneError as exc:
                     notes.append(str(exc))
     return notes
-
-
-def relative_or_abs(ui: Ui, path: str | Path) -> str:
-    return ui.workspace.display(path)
 
 
 def apply_values(ui: Ui, st: UserState, values: dict[str, Any]) -> None:
