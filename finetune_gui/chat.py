@@ -121,6 +121,8 @@ class ChatEngine:
                 text += piece
                 yield text
             worker.join()
+            if self.merged and not use_adapter:
+                self.merged = False  # peft unmerges the layers to answer without the adapter
         if errors:
             raise FinetuneError(f"generation failed: {str(errors[0]).splitlines()[0][:300]}")
 

@@ -43,11 +43,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
-if [ $want_tests = 1 ] && ! command -v chromium >/dev/null; then
-  echo "setup: installing Debian's chromium for the browser tests"
+# Chromium drives the browser tests; the Noto fonts make Chinese text and emoji readable in
+# the screenshots they take for the README.
+browser_packages="chromium fonts-noto-cjk fonts-noto-color-emoji"
+if [ $want_tests = 1 ] && ! dpkg -s $browser_packages >/dev/null 2>&1; then
+  echo "setup: installing $browser_packages for the browser tests"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $browser_packages >/dev/null
 fi
 
 # Convert the embedded GGUF once into the user cache, so the first load is fast.
