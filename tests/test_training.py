@@ -137,3 +137,35 @@ def test_nan_loss_stops_the_run_with_a_message(tiny_config):
     state.global_step = 7
     with pytest.raises(FinetuneError, match="loss became nan at step 7: training stopped"):
         callback.on_log(None, state, TrainerControl(), logs={"loss": math.nan})
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_response_only_loss_equals_the_models_own_loss(tiny_model_dir, tied, tmp_path):
+    """Skipping the head at untrained positions must not change the loss or its gradients."""
+    from peft import LoraConfig as PeftLora, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from finetune_gui.trainer import ResponseOnlyTrainer
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, tie_word_embeddings=tied)
+    model = get_peft_model(model, PeftLora(r=4, target_modules="all-linear", init_lora_weights=False))
+    ids = torch.randint(0, 1000, (3, 12))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    labels[2, 9:] = -100
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    trainer = ResponseOnlyTrainer(model=model, args=TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    assert trainer._head is not None, "the fast path applies to a plain Llama head"
+    ours = trainer.compute_loss(model, dict(inputs))
+    ours.backward()
+    our_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    reference = model(**inputs).loss
+    reference.backward()
+    ref_grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(our_grads, ref_grads))
+    assert model.get_base_model().lm_head.__class__.__name__ == "Linear", "head restored"
