@@ -19,6 +19,10 @@ from .config import DataConfig, atomic_write_text
 from .errors import DataError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+# Spreadsheets are ZIP (xlsx, ods) or OLE2 (xls) containers: recognise them under any name.
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+SAVE_AS_CSV = "save it as CSV UTF-8 (File > Save As > CSV) and load the .csv"
 FORMATS = ("alpaca", "messages", "sharegpt")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "bing": "assistant", "chatgpt": "assistant"}
@@ -80,6 +84,8 @@ def read_rows(path: str | Path) -> tuple[list[tuple[str, Any]], list[RowError]]:
     if p.is_dir():
         raise DataError(f"{p}: is a folder, not a data file")
     suffix = p.suffix.lower()
+    if suffix in SPREADSHEET_SUFFIXES:
+        raise DataError(f"{p}: is a spreadsheet, not a data file: {SAVE_AS_CSV}")
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"{p}: unsupported file type '{suffix or '(none)'}' — use "
                         f"{', '.join(SUPPORTED_SUFFIXES)}")
@@ -88,6 +94,11 @@ def read_rows(path: str | Path) -> tuple[list[tuple[str, Any]], list[RowError]]:
     if suffix == ".parquet":
         return _read_table(p, "parquet"), []
     raw = p.read_bytes()
+    if raw.startswith(SPREADSHEET_MAGIC):
+        raise DataError(f"{p}: is a spreadsheet or ZIP archive renamed to {suffix}, not "
+                        f"{suffix[1:].upper()} text: {SAVE_AS_CSV}")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{p}: is UTF-16 text: save it again as UTF-8")
     if suffix != ".csv" and b"\x00" in raw[:8192]:
         raise DataError(f"{p}: looks like a binary file, not {suffix[1:].upper()} text")
     if suffix == ".csv":
