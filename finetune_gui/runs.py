@@ -51,13 +51,26 @@ class RunPaths:
         return self.root / ADAPTER
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint (one whose trainer state was written)."""
+        """The newest complete checkpoint.
+
+        The Trainer writes ``trainer_state.json`` last and not atomically, so a checkpoint
+        counts only once that file is there and parses: a process killed (or a disk that
+        filled up) in the middle of a save leaves a folder that is never picked.
+        """
         found = []
         for path in self.checkpoints.glob("checkpoint-*"):
             match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-            if match and (path / "trainer_state.json").exists():
+            if match and _complete(path):
                 found.append((int(match.group(1)), path))
         return max(found)[1] if found else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict)
 
 
 def write_state(paths: RunPaths, **fields) -> None:
