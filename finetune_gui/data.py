@@ -346,9 +346,22 @@ def save_rows(path: str | Path, rows: list[dict]) -> Path | None:
     """Write rows as JSONL atomically; the previous file is kept as a timestamped backup."""
     p = Path(path)
     backup = None
-    if p.exists():
-        backup = p.with_name(f"{p.stem}.{time.strftime('%Y%m%d-%H%M%S')}.bak{p.suffix}")
-        shutil.copy2(p, backup)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    atomic_write_text(p, text)
+    try:
+        if p.exists():
+            stamp = time.strftime('%Y%m%d-%H%M%S')
+            backup = p.with_name(f"{p.stem}.{stamp}.bak{p.suffix}")
+            for n in range(2, 1000):  # two saves in one second must not share a backup
+                if not backup.exists():
+                    break
+                backup = p.with_name(f"{p.stem}.{stamp}-{n}.bak{p.suffix}")
+            shutil.copy2(p, backup)
+        atomic_write_text(p, text)
+    except OSError as exc:  # e.g. a full disk: the file itself is untouched (atomic write)
+        if backup is not None and p.exists():
+            backup.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise DataError(f"{p}: could not save ({reason}); the file on disk was left as it "
+                        "was and your edits are still here: free some space and save again") \
+            from None
     return backup

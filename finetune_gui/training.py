@@ -183,13 +183,15 @@ class TrainingJob:
             self._fail(str(exc))
         except (torch.OutOfMemoryError, MemoryError) as exc:
             self._fail(out_of_memory_message(exc))
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                self._fail(out_of_memory_message(exc))
-            else:
-                self._fail(f"training failed: {str(exc).splitlines()[0][:300]}", exc)
         except Exception as exc:  # the thread must never die silently: report anything
-            self._fail(f"training failed: {type(exc).__name__}: {str(exc)[:300]}", exc)
+            if is_out_of_memory(exc):
+                self._fail(out_of_memory_message(exc))
+            elif is_disk_full(exc):
+                self._fail(self._disk_full_message(), exc)
+            elif isinstance(exc, RuntimeError):
+                self._fail(f"training failed: {str(exc).splitlines()[0][:300]}", exc)
+            else:
+                self._fail(f"training failed: {type(exc).__name__}: {str(exc)[:300]}", exc)
         finally:
             self._cleanup()
             _ACTIVE.release()
@@ -205,8 +207,18 @@ class TrainingJob:
         s = self.state
         if not self.paths.root.exists():
             return
-        runs.write_state(self.paths, status=s.status, step=s.step, total_steps=s.total_steps,
-                         message=s.message, updated=time.time())
+        try:
+            runs.write_state(self.paths, status=s.status, step=s.step, total_steps=s.total_steps,
+                             message=s.message, updated=time.time())
+        except OSError as exc:  # e.g. the disk is full: the job's own state still says why
+            self._log(f"could not write {runs.STATE_FILE}: {exc}"[:300])
+
+    def _disk_full_message(self) -> str:
+        last = self.paths.latest_checkpoint()
+        kept = (f"the last complete checkpoint ({last.name}) is intact: free some space, then "
+                "resume" if last else "no checkpoint was completed")
+        return (f"disk full while writing to {self.paths.root}: {kept} (or choose a "
+                "train.output_dir on a disk with more room)")
 
     def _setup(self):
         """Load data and model, attach LoRA, build the Trainer."""
@@ -233,6 +245,7 @@ class TrainingJob:
         self._update(phase="loading model")
         self._log(f"loading {cfg.model.name_or_path} ({cfg.model.quantization})")
         model, tokenizer = models.load_model(cfg.model, for_training=True)
+        check_sequence_length(cfg.train.max_seq_len, model.config)
         spec.check(tokenizer)
         self._update(phase="tokenising")
         train_ds, truncated, dropped = tokenize_examples(
@@ -270,7 +283,7 @@ class TrainingJob:
             per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
             warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm or None, optim=resolve_optimizer(self.config, device),
+            max_grad_norm=cfg.max_grad_norm, optim=resolve_optimizer(self.config, device),
             bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
             logging_steps=cfg.logging_steps, eval_strategy=eval_strategy,
             eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps,
@@ -279,7 +292,9 @@ class TrainingJob:
             include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             gradient_checkpointing=False,  # set up by attach_lora, non-reentrant
-            label_names=["labels"], save_only_model=False)
+            label_names=["labels"], save_only_model=False,
+            # Log a NaN/inf loss as it is (the default averages it away), so the guard sees it.
+            logging_nan_inf_filter=False)
         optim = getattr(args.optim, 'value', args.optim)
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -306,6 +321,11 @@ class TrainingJob:
         state = self.state
         if state.status == "failed":
             return
+        sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # ranks must agree
+        if not sharded and not weights_finite(trainer.model):
+            raise FinetuneError(f"the LoRA weights became NaN/inf by step {state.step}: the "
+                                "adapter was not saved, last good checkpoint kept. Lower "
+                                "train.learning_rate or use precision fp32")
         self._update(phase="saving adapter")
         trainer.model.save_pretrained(self.paths.adapter)
         self._tokenizer.save_pretrained(self.paths.adapter)
@@ -365,8 +385,48 @@ class TrainingJob:
                 s.eta_seconds = per_step * max(0, state.max_steps - state.global_step)
 
 
+def check_sequence_length(max_seq_len: int, model_config) -> None:
+    """Refuse a train.max_seq_len beyond the positions the model was built for."""
+    text_cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
+        else model_config
+    limit = getattr(text_cfg, "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < max_seq_len:
+        raise FinetuneError(f"train.max_seq_len={max_seq_len} is above this model's maximum of "
+                            f"{limit} tokens (max_position_embeddings): set it to {limit} or less")
+
+
+def weights_finite(model) -> bool:
+    """True when every trainable weight is a finite number (cheap: LoRA weights only)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA says 'out of memory'; the CPU allocator says 'can't allocate memory'."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        k in text for k in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT as an OSError, or as text from torch.save/safetensors writers."""
+    import errno
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota" in text
+
+
 def out_of_memory_message(exc: BaseException) -> str:
-    return ("out of memory: " + (str(exc).splitlines()[0][:120] if str(exc) else "allocation failed")
+    import re
+    text = str(exc)
+    gpu = isinstance(exc, torch.OutOfMemoryError) or "cuda" in text.lower()
+    where = "GPU memory" if gpu else "RAM"
+    size = re.search(r"(?i)tried to allocate (\d+(?:\.\d+)? ?[KMGT]iB|\d+)", text)
+    amount = size.group(1) if size else ""
+    if amount.isdigit():
+        amount = f"{int(amount) / 2**20:,.0f} MiB"
+    return (f"out of {where}" + (f" (could not allocate {amount} more)" if amount else "")
             + ". Try a smaller train.batch_size (raise grad_accum to keep the effective batch), "
             "a shorter train.max_seq_len, train.gradient_checkpointing=true, or "
             "model.quantization=4bit")
@@ -386,6 +446,13 @@ class _JobCallback(TrainerCallback):
         if self.job._stop.is_set():
             control.should_save = True
             control.should_training_stop = True
+        model = kwargs.get("model")
+        if control.should_save and model is not None and not weights_finite(model):
+            # A loss that went NaN between two logged steps: never checkpoint such weights.
+            raise FinetuneError(
+                f"the LoRA weights became NaN/inf by step {state.global_step}: training "
+                "stopped, last good checkpoint kept. Lower train.learning_rate or use "
+                "precision fp32")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
