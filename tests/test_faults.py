@@ -196,8 +196,10 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     poison = _Poison(poison_at, value)
 
     class Job(TrainingJob):
-        def _tracking_callbacks(self):
-            return [poison.callback]
+        def _build_trainer(self, *args):
+            trainer = super()._build_trainer(*args)
+            trainer.add_callback(poison.callback)
+            return trainer
 
     state = Job(tiny_config).run()
     assert state.status == "failed"
