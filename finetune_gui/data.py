@@ -161,8 +161,11 @@ def _read_table(path: Path, kind: str) -> list[tuple[str, Any]]:
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     except Exception as exc:  # pandas/pyarrow raise many parser types; all mean "unreadable"
-        raise DataError(f"{path}: cannot read {kind.upper()}: "
-                        f"{str(exc).splitlines()[0][:200]}") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason.replace(f" '{path}'", "").replace(str(path), "the file")
+        if len(reason) > 200:
+            reason = reason[:199].rsplit(" ", 1)[0] + "…"
+        raise DataError(f"{path}: cannot read {kind.upper()}: {reason}") from None
     offset = 2 if kind == "csv" else 1  # CSV: header is line 1
     label = "line" if kind == "csv" else "row"
     rows = []

@@ -110,7 +110,10 @@ def check_rows(rows: list[dict], fmt: str = "auto") -> DataReport:
         path = Path(tmp) / "rows.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                         encoding="utf-8")
-        report = check_file(path, fmt)
+        try:
+            report = check_file(path, fmt)
+        except DataError as exc:  # name the table, not this temporary file
+            raise DataError(str(exc).replace(str(path), "table")) from None
     report.path = "table"
     return report
 
