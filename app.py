@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_app(options)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                prevent_thread_lock=True, quiet=False, **launch_kwargs())
+                prevent_thread_lock=True, quiet=False, **launch_kwargs(args.share))
     if args.share and not demo.share_url:
         print(f"* The public share link could not be made (no internet connection, or the "
               f"Gradio share server is unreachable). The app is still serving locally at "

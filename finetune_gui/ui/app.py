@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -80,6 +81,12 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
         parts["train"].wire_buttons()
         _wire(ui, demo, state, parts, tabs, events, lang, status,
               (preset, preset_load, preset_name, preset_save, cli_button, cli), registry)
+    if options.shared:
+        # Gradio writes the API description (every handler, label and default) into the
+        # login page too; a shared app lists none, so visitors learn nothing before login.
+        for fn in demo.fns.values():
+            if fn.api_visibility == "public":
+                fn.api_visibility = "undocumented"
     demo.ui = ui
     demo.registry = registry
     return demo
@@ -202,6 +209,16 @@ def _data_autoload(ui: Ui, data):
     return autoload
 
 
-def launch_kwargs() -> dict:
-    return {"css": CSS, "theme": gr.themes.Soft(), "ssr_mode": False, "allowed_paths": [],
-            "show_error": False}
+MAX_UPLOAD_ENV = "FINETUNE_GUI_MAX_UPLOAD"
+SHARED_MAX_UPLOAD = "5gb"   # a 4-bit 7B/8B .gguf fits; data files are far smaller
+
+
+def launch_kwargs(shared: bool = False) -> dict:
+    """``launch()`` settings: no extra served folders; uploads capped when shared
+    (FINETUNE_GUI_MAX_UPLOAD, e.g. '500mb', sets the cap, also for a local app)."""
+    kwargs = {"css": CSS, "theme": gr.themes.Soft(), "ssr_mode": False, "allowed_paths": [],
+              "show_error": False}
+    limit = os.environ.get(MAX_UPLOAD_ENV) or (SHARED_MAX_UPLOAD if shared else None)
+    if limit:
+        kwargs["max_file_size"] = limit
+    return kwargs

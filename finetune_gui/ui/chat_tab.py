@@ -81,7 +81,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         if choice == BASE:
             config = st.config.copy()
             if ui.options.shared:
-                config.model.trust_remote_code = False
+                config.model.trust_remote_code = config.model.allow_pickle = False
             engine = ChatEngine.from_config(config)
         else:
             path = ui.workspace.check(choice, "run")

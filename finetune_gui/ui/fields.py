@@ -56,6 +56,10 @@ def set_field(ui: Ui, st: UserState, dotted: str, value: Any) -> None:
     if dotted == "model.trust_remote_code" and value and ui.options.shared:
         raise ConfigError("model.trust_remote_code is off while the app is shared: "
                           "run it locally (without --share) to use such models")
+    if dotted == "model.allow_pickle" and value and ui.options.shared:
+        raise ConfigError("model.allow_pickle is off while the app is shared: pickle weights "
+                          "can run code on this machine; run it locally (without --share) "
+                          "to use them")
     st.config.set(dotted, value, source="UI")
     if dotted.startswith("model."):
         st.drop_model()
@@ -99,6 +103,9 @@ def apply_shared_limits(ui: Ui, config: RunConfig) -> list[str]:
         if config.model.trust_remote_code:
             config.model.trust_remote_code = False
             notes.append("model.trust_remote_code was switched off (the app is shared)")
+        if config.model.allow_pickle:
+            config.model.allow_pickle = False
+            notes.append("model.allow_pickle was switched off (the app is shared)")
         for key in PATH_KEYS:
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)

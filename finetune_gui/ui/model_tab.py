@@ -39,7 +39,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
                 ui.field("model.device")
             with gr.Row():
                 ui.field("model.trust_remote_code", interactive=not ui.options.shared)
-                ui.field("model.allow_pickle")
+                ui.field("model.allow_pickle", interactive=not ui.options.shared)
             load = gr.Button(ui.t("model.load"), variant="primary", elem_id="model-load")
             ui.text(load, value="model.load")
             card = gr.Markdown(ui.t("model.not_loaded"), elem_id="model-card")
@@ -74,7 +74,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
     def on_load(st: UserState, progress=gr.Progress()):
         cfg = st.config.model
         if ui.options.shared:
-            cfg.trust_remote_code = False
+            cfg.trust_remote_code = cfg.allow_pickle = False
         st.drop_model()
         st.engine = None
         progress(0.05, desc=ui_t(st, "model.progress.resolve"))

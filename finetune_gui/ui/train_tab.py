@@ -82,7 +82,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             raise FinetuneError(t("train.no_checkpoint", st.lang,
                                   path=st.config.train.output_dir))
         if ui.options.shared:
-            st.config.model.trust_remote_code = False
+            st.config.model.trust_remote_code = st.config.model.allow_pickle = False
         registry.start(st.config, resume=resume_run)
         st.drawn_points = st.drawn_log = -1
         gr.Info(t("train.started", st.lang, path=st.config.train.output_dir))
