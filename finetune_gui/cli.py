@@ -38,9 +38,26 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _distributed_rank() -> int:
+    """This process's rank under ``accelerate launch``/torchrun (0 when run alone).
+
+    Each process trains in its own thread like a single run; the CUDA device is pinned to
+    the local rank first so that the model loads onto this process's GPU, and only rank 0
+    prints progress (the job itself writes the run folder from rank 0 only).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    return int(os.environ.get("RANK", "0"))
+
+
 def cmd_train(args) -> int:
     from .training import TrainingJob
     config = _load_config(args)
+    rank = _distributed_rank()
+    quiet = rank != 0
     job = TrainingJob(config, resume=args.resume)
     job.start()
     previous = signal.getsignal(signal.SIGINT)
@@ -54,10 +71,10 @@ def cmd_train(args) -> int:
     printed_logs = printed_loss = 0
     while True:
         state = job.wait(timeout=0.5)
-        for line in state.log[printed_logs:]:
+        for line in state.log[printed_logs:] if not quiet else ():
             print(line, flush=True)
         printed_logs = len(state.log)
-        for step, loss in state.loss[printed_loss:]:
+        for step, loss in state.loss[printed_loss:] if not quiet else ():
             evals = [v for s, v in state.eval_loss if s == step]
             extra = f" eval_loss {evals[-1]:.4f}" if evals else ""
             print(f"step {step}/{state.total_steps} loss {loss:.4f}{extra} "
@@ -66,11 +83,17 @@ def cmd_train(args) -> int:
         printed_loss = len(state.loss)
         if not state.active:
             break
+    # Let the job's thread finish its clean-up: leaving while it still runs can abort the
+    # interpreter at exit ("terminate called without an active exception").
+    state = job.wait()
     signal.signal(signal.SIGINT, previous)
     if state.status == "failed":
         raise FinetuneError(state.message)
-    print(f"{state.status}: {state.message}")
-    print(f"run folder: {state.output_dir}")
+    if quiet:
+        print(f"process {rank}/{os.environ.get('WORLD_SIZE')}: {state.status}", flush=True)
+    else:
+        print(f"{state.status}: {state.message}")
+        print(f"run folder: {state.output_dir}")
     return 0
 
 
@@ -168,6 +191,60 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import export
+    if not (args.merged or args.gguf or args.push_to_hub):
+        raise FinetuneError("choose what to export: --merged OUT_DIR, --gguf OUT.gguf and/or "
+                            "--push-to-hub USER/NAME")
+    if args.gguf and args.gguf_type not in export.GGUF_TYPES:
+        raise FinetuneError(f"--gguf-type must be one of {', '.join(export.GGUF_TYPES)}")
+    if args.merged:
+        export.check_merged_target(args.merged)
+    if args.gguf:
+        export.check_gguf_target(args.gguf)
+    if args.push_to_hub:
+        export.require_token()
+    results = []
+
+    def progress(fraction: float, text: str) -> None:
+        if not args.json:
+            print(f"[{fraction:4.0%}] {text}", flush=True)
+
+    if args.merged or args.gguf:
+        merged = export.load_merged(args.run_dir, dtype=args.dtype, progress=progress)
+        if args.merged:
+            results.append(export.save_merged(merged, args.merged,
+                                              max_shard_size=args.max_shard_size,
+                                              progress=progress))
+        if args.gguf:
+            if str(merged.dtype) != "torch.float32":  # GGUF is written from exact weights
+                merged = export.load_merged(args.run_dir, dtype="float32", progress=progress)
+            results.append(export.write_gguf(merged, args.gguf, args.gguf_type,
+                                             modelfile=not args.no_modelfile, progress=progress))
+    if args.push_to_hub:
+        # What was exported goes up: the merged folder and/or the GGUF with its Modelfile;
+        # with neither, the adapter folder.
+        uploads = [(str(r.path), None) for r in results if r.kind == "merged"]
+        uploads += [(str(r.path.parent), [f.name for f in r.files])
+                    for r in results if r.kind == "gguf"]
+        if not uploads:
+            from .runs import find_run
+            uploads = [(str(find_run(args.run_dir)[0].adapter), None)]
+        for folder, files in uploads:
+            url = export.push_to_hub(folder, args.push_to_hub, files=files,
+                                     private=not args.public)
+        results.append({"path": uploads[0][0], "kind": "hub", "url": url})
+    for result in results:
+        data = result if isinstance(result, dict) else result.to_dict()
+        if args.json:
+            print(json.dumps(data, ensure_ascii=False), flush=True)
+            continue
+        print(f"{data['kind']}: {data.get('url') or data['path']}")
+        for note in data.get("notes", []):
+            print(f"  note: {note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune_gui",
                                      description="LoRA/QLoRA fine-tuning from the command line.")
@@ -213,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vram", type=float, help="GPU memory in GiB to fit into")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("export", help="merged model, GGUF (+ Ollama Modelfile), or Hub upload")
+    p.add_argument("run_dir", help="run folder of a finished run")
+    p.add_argument("--merged", metavar="OUT_DIR",
+                   help="save base + adapter merged as a plain transformers model here")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="merged weights dtype; auto = the base's own (16-bit for a 4/8-bit base)")
+    p.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (e.g. 2GB)")
+    p.add_argument("--gguf", metavar="OUT.gguf", help="write a GGUF file for llama.cpp/Ollama")
+    p.add_argument("--gguf-type", default="f16", help="f16 (default), q8_0 or f32")
+    p.add_argument("--no-modelfile", action="store_true",
+                   help="do not write an Ollama Modelfile beside the GGUF")
+    p.add_argument("--push-to-hub", metavar="USER/NAME",
+                   help="upload the export (or the adapter) to the Hub; token from HF_TOKEN")
+    p.add_argument("--public", action="store_true", help="make the Hub repository public")
+    p.add_argument("--json", action="store_true", help="print one JSON object per export")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
+import os
 import threading
 import time
 import traceback
@@ -29,6 +30,11 @@ from .lora import attach_lora, is_quantized, trainable_counts
 from .templates import IGNORE_INDEX, TemplateSpec, encode_example
 
 _ACTIVE = threading.Lock()
+
+
+def is_main_process() -> bool:
+    """Under ``accelerate launch``/torchrun only global rank 0 writes the run folder."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class JobBusyError(FinetuneError):
@@ -205,7 +211,7 @@ class TrainingJob:
 
     def _write_state(self) -> None:
         s = self.state
-        if not self.paths.root.exists():
+        if not self.paths.root.exists() or not is_main_process():
             return
         try:
             runs.write_state(self.paths, status=s.status, step=s.step, total_steps=s.total_steps,
@@ -239,7 +245,8 @@ class TrainingJob:
             raise FinetuneError(f"{self.paths.root} already holds a run with checkpoints: "
                                 "resume it, or choose another train.output_dir")
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.paths.config)
+        if is_main_process():
+            cfg.save(self.paths.config)
         self._resume_from = resume_from
 
         self._update(phase="loading model")
@@ -299,19 +306,21 @@ class TrainingJob:
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           data_collator=_Collator(tokenizer.pad_token_id),
-                          processing_class=tokenizer, callbacks=[_JobCallback(self)])
+                          processing_class=tokenizer,
+                          callbacks=[_JobCallback(self), *self._tracking_callbacks()])
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 
     def _train(self, trainer) -> None:
         if self._resume_from is not None:
             step = int(self._resume_from.name.split("-")[1])
-            kept = runs.truncate_metrics(self.paths, step)
+            kept = (runs.truncate_metrics(self.paths, step) if is_main_process() else
+                    [r for r in runs.read_metrics(self.paths) if r.get("step", 0) <= step])
             self._update(loss=[(r["step"], r["loss"]) for r in kept if "loss" in r],
                          eval_loss=[(r["step"], r["eval_loss"]) for r in kept if "eval_loss" in r],
                          step=step)
             self._log(f"resuming from {self._resume_from.name}")
-        elif self.paths.metrics.exists():
+        elif self.paths.metrics.exists() and is_main_process():
             self.paths.metrics.unlink()
         self._update(status="running", phase="training")
         self._write_state()
@@ -327,9 +336,17 @@ class TrainingJob:
                                 "adapter was not saved, last good checkpoint kept. Lower "
                                 "train.learning_rate or use precision fp32")
         self._update(phase="saving adapter")
-        trainer.model.save_pretrained(self.paths.adapter)
-        self._tokenizer.save_pretrained(self.paths.adapter)
-        self.config.save(self.paths.adapter / runs.RUN_CONFIG)
+        if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+            # Sharded weights: every rank joins the gather, the Trainer writes from rank 0.
+            if trainer.is_fsdp_enabled:
+                trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+            trainer.save_model(str(self.paths.adapter))
+        elif is_main_process():
+            trainer.model.save_pretrained(self.paths.adapter)
+        if is_main_process():
+            self._tokenizer.save_pretrained(self.paths.adapter)
+            self.config.save(self.paths.adapter / runs.RUN_CONFIG)
+            self._save_loss_plot()
         stopped = self._stop.is_set() and state.step < state.total_steps
         status = "stopped" if stopped else "finished"
         message = (f"stopped at step {state.step}/{state.total_steps}; resume to continue"
@@ -337,6 +354,22 @@ class TrainingJob:
         self._log(message + f"; adapter saved to {self.paths.adapter}")
         self._update(status=status, phase="", message=message)
         self._write_state()
+
+    # experiment tracking (finetune_gui.export.tracking) -------------------------------------
+    def _tracking_callbacks(self) -> list:
+        """TensorBoard events in <run>/tensorboard (W&B when FINETUNE_GUI_REPORT_TO asks)."""
+        from .export.tracking import tracking_callbacks
+        return tracking_callbacks(self.paths.root)
+
+    def _save_loss_plot(self) -> None:
+        try:
+            from .export.tracking import save_loss_plot
+            path = save_loss_plot(self.paths.root)
+        except Exception as exc:  # a plot must never fail a run that trained fine
+            self._log(f"could not draw the loss curve: {type(exc).__name__}: {exc}"[:300])
+            return
+        if path is not None:
+            self._log(f"loss curve saved to {path}")
 
     def _cleanup(self) -> None:
         self._tokenizer = None
@@ -366,7 +399,7 @@ class TrainingJob:
                 record["tokens_seen"] = s.tokens_seen
             s.memory = process_memory()
             record.update(s.memory)
-        if "loss" in record or "eval_loss" in record:
+        if ("loss" in record or "eval_loss" in record) and is_main_process():
             runs.append_metrics(self.paths, record)
 
     def _on_step(self, state) -> None:

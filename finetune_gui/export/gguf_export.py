@@ -1,0 +1,290 @@
+"""Write a merged Llama-family model as a GGUF file for llama.cpp and Ollama.
+
+Uses the gguf package's writer and tensor-name map, as llama.cpp's own converter does:
+Llama metadata, q/k projection rows permuted into llama.cpp's rotary layout (transformers'
+GGUF loader undoes this on load), 1-D tensors in f32, matrices in f16 or Q8_0, and the byte-level
+BPE tokenizer (tokens, types, merges, special ids) with the run's chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import models
+from ..config import EMBEDDED_MODEL, RunConfig
+from ..errors import FinetuneError
+from ..templates import TemplateSpec, _adds_bos
+from .chat_templates import modelfile_text
+from .merged import ExportResult, Merged, Progress, _no_progress, load_merged
+
+GGUF_TYPES = ("f16", "q8_0", "f32")
+SUPPORTED_TYPES = ("llama", "mistral")
+MODELFILE = "Modelfile"
+
+# llama.cpp's name for a pre-tokenizer, from the split regex of a tokenizer.json.
+_KNOWN_SPLITS = {
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "llama-bpe",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "qwen2",
+}
+
+
+def check_gguf_target(out_path: str | Path, gguf_type: str = "f16") -> Path:
+    """Refuse a bad type, a name not ending in .gguf, or an existing file."""
+    if gguf_type not in GGUF_TYPES:
+        raise FinetuneError(f"gguf type must be one of {', '.join(GGUF_TYPES)}; got {gguf_type!r}")
+    out = Path(out_path)
+    if out.suffix.lower() != ".gguf":
+        raise FinetuneError(f"{out}: the GGUF file name must end in .gguf")
+    if out.exists():
+        raise FinetuneError(f"{out}: file exists; choose a new name")
+    return out
+
+
+def _base_config_json(config: RunConfig) -> dict:
+    source = models.resolve_source(config.model.name_or_path)
+    if not source.is_local:
+        return {}
+    try:
+        return json.loads((Path(source.location) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def gguf_support(config: RunConfig) -> tuple[bool, str]:
+    """Whether this run's base can be written as GGUF here, and why not."""
+    try:
+        model_type = _base_config_json(config).get("model_type")
+    except FinetuneError as exc:
+        return False, str(exc)
+    if model_type is None:
+        return True, "the architecture is checked when the export starts"
+    if model_type in SUPPORTED_TYPES:
+        return True, f"{model_type}: supported"
+    return False, gguf_support_message(model_type)
+
+
+def _source_gguf(config: RunConfig) -> Path | None:
+    name = config.model.name_or_path.strip()
+    if name == EMBEDDED_MODEL:
+        return models.embedded_gguf_path_or_none()
+    if name.lower().endswith(".gguf") and Path(name).expanduser().is_file():
+        return Path(name).expanduser()
+    return None
+
+
+def _field(reader, key: str):
+    f = reader.fields.get(key)
+    return None if f is None else f.contents()
+
+
+def _pre_tokenizer(tokenizer, config: RunConfig) -> tuple[str, str]:
+    """llama.cpp's pre-tokenizer name for this vocabulary, and where it came from."""
+    import gguf
+    source = _source_gguf(config)
+    if source is not None:
+        pre = _field(gguf.GGUFReader(source), "tokenizer.ggml.pre")
+        if pre:
+            return str(pre), f"copied from {source.name}"
+    try:
+        pre_tok = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    except (AttributeError, ValueError):
+        pre_tok = {}
+    kinds = [pre_tok] if pre_tok.get("type") != "Sequence" else pre_tok.get("pretokenizers", [])
+    types = [k.get("type") for k in kinds]
+    if types == ["ByteLevel"] and kinds[0].get("use_regex", True):
+        return "gpt-2", "GPT-2 byte-level splitting"
+    if types == ["Digits", "ByteLevel"] and kinds[0].get("individual_digits"):
+        return "smollm", "byte-level with single digits"
+    for k in kinds:
+        if k.get("type") == "Split":
+            regex = (k.get("pattern") or {}).get("Regex")
+            if regex in _KNOWN_SPLITS:
+                return _KNOWN_SPLITS[regex], "matched the split regex"
+    return "default", "unrecognised pre-tokenizer: llama.cpp will use its default splitting"
+
+
+def _vocab(tokenizer, vocab_size: int):
+    """Tokens, token types and merges of a byte-level BPE tokenizer, as llama.cpp stores them."""
+    import gguf
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = data.get("model", {})
+    byte_level = any(p.get("type") == "ByteLevel" for p in (
+        [data.get("pre_tokenizer") or {}] + (data.get("pre_tokenizer") or {}).get("pretokenizers", [])))
+    if model.get("type") != "BPE" or not byte_level:
+        raise FinetuneError("GGUF export here supports byte-level BPE tokenizers (SmolLM, Llama 3, "
+                            "Qwen, GPT-2 style); this one is not: convert the merged model with "
+                            "llama.cpp's convert_hf_to_gguf.py")
+    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
+    added = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif i in added:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return tokens, types, merges
+
+
+def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """llama.cpp's q/k row order (rotary halves interleaved), as its converter writes them."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def _rope(cfg) -> tuple[float, dict]:
+    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    theta = params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+    return float(theta), params
+
+
+def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
+               modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
+    """Write an in-memory merged model as GGUF (and an Ollama Modelfile beside it)."""
+    import gguf
+    from gguf.quants import quantize
+    step = progress or _no_progress
+    out = check_gguf_target(out_path, gguf_type)
+    model, tokenizer, config = merged.model, merged.tokenizer, merged.config
+    cfg = model.config
+    if cfg.model_type not in SUPPORTED_TYPES:
+        raise FinetuneError(gguf_support_message(cfg.model_type))
+    theta, rope = _rope(cfg)
+    rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
+    if rope_type not in ("default", "linear"):
+        raise FinetuneError(f"rope type '{rope_type}' is not supported by this GGUF writer: "
+                            "convert the merged model with llama.cpp's convert_hf_to_gguf.py")
+    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    notes = list(merged.notes)
+
+    step(0.75, "writing GGUF")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    name = f"{Path(config.model.name_or_path).name} + {merged.run_dir.name}"
+    writer.add_name(name)
+    writer.add_type("model")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_freq_base(theta)
+    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_rope_dimension_count(head_dim)
+    if head_dim != cfg.hidden_size // n_head:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if rope_type == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[gguf_type]
+    writer.add_file_type(int(file_type))
+    if gguf_type == "q8_0":
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    # Tokenizer: vocabulary, merges, special ids, and the run's chat template.
+    tokens, types, merges = _vocab(tokenizer, cfg.vocab_size)
+    pre, pre_why = _pre_tokenizer(tokenizer, config)
+    if pre == "default":
+        notes.append(pre_why)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_merges(merges)
+    for kind in ("bos", "eos", "unk", "pad"):
+        token_id = getattr(tokenizer, f"{kind}_token_id", None)
+        if token_id is not None:
+            getattr(writer, f"add_{kind}_token_id")(int(token_id))
+    writer.add_add_bos_token(_adds_bos(tokenizer))
+    writer.add_add_space_prefix(False)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    # Tensors.
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    counts = {"f32": 0, "f16": 0, "q8_0": 0}
+    state = model.state_dict()
+    for hf_name, tensor in state.items():
+        if tied and hf_name == "lm_head.weight":
+            continue
+        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            if hf_name.endswith("rotary_emb.inv_freq"):
+                continue
+            raise FinetuneError(f"cannot map tensor '{hf_name}' to a GGUF name")
+        data = tensor.detach().to("cpu", torch.float32).numpy()
+        if hf_name.endswith("q_proj.weight"):
+            data = _permute(data, n_head, n_head)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _permute(data, n_head, n_kv)
+        if data.ndim == 1 or gguf_type == "f32":
+            writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float32))
+            counts["f32"] += 1
+        elif gguf_type == "q8_0" and data.shape[-1] % 32 == 0:
+            writer.add_tensor(gguf_name, quantize(np.ascontiguousarray(data),
+                                                  gguf.GGMLQuantizationType.Q8_0),
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            counts["q8_0"] += 1
+        else:
+            writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float16))
+            counts["f16"] += 1
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
+    except OSError as exc:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise FinetuneError(f"{out}: cannot write the GGUF file: {exc}") from None
+    files = [out]
+    if modelfile:
+        text, mf_notes = modelfile_text(out.name, TemplateSpec.from_data_config(config.data),
+                                        tokenizer, config.generation, model.generation_config)
+        mf = out.with_name(MODELFILE)
+        mf.write_text(text, encoding="utf-8")
+        files.append(mf)
+        notes.extend(mf_notes)
+    step(1.0, "done")
+    return ExportResult(out, "gguf", files, notes,
+                        {"gguf_type": gguf_type, "tensors": counts, "pre_tokenizer": pre,
+                         "bytes": out.stat().st_size})
+
+
+def gguf_support_message(model_type: str) -> str:
+    return (f"GGUF export here supports Llama-family models ({', '.join(SUPPORTED_TYPES)}), not "
+            f"'{model_type}': export the merged model and convert it with llama.cpp's "
+            "convert_hf_to_gguf.py")
+
+
+def export_gguf(run_dir: str | Path, out_path: str | Path, gguf_type: str = "f16", *,
+                modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
+    """Merge a run's adapter and write ``out_path`` (.gguf) plus an Ollama ``Modelfile``.
+
+    The weights are merged in float32 (exact), then stored as ``gguf_type``: f16, q8_0 or f32.
+    """
+    out = check_gguf_target(out_path, gguf_type)
+    merged = load_merged(run_dir, dtype="float32", progress=progress)
+    return write_gguf(merged, out, gguf_type, modelfile=modelfile, progress=progress)

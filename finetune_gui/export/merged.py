@@ -1,0 +1,216 @@
+"""Fold a run's LoRA adapter into its base model and save a plain transformers folder.
+
+The result loads with ``AutoModelForCausalLM.from_pretrained(folder)`` alone: no peft, no
+finetune_gui. It carries the tokenizer, a chat template that renders exactly the prompts the
+run trained on, and a generation config with the run's decoding settings and stop tokens, so
+that a plain ``model.generate(ids)`` answers as the Chat tab does.
+
+A base that was trained in 4 or 8 bits is loaded as it was trained and then dequantised to
+16-bit before merging: the adapter learned corrections to the quantised weights, so those are
+the weights it is added to (merging into 4-bit storage would round the update away).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import models, runs
+from ..config import RunConfig
+from ..errors import FinetuneError
+from ..hardware import cpu_supports_bf16
+from ..templates import TemplateSpec, stop_token_ids
+from .chat_templates import run_chat_template
+
+RUN_COPY = "finetune_gui_run.yaml"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Merged:
+    """A merged model in memory, with what is needed to save or convert it."""
+    model: object
+    tokenizer: object
+    config: RunConfig
+    run_dir: Path
+    dtype: torch.dtype
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    kind: str                       # "merged", "gguf"
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind,
+                "files": [str(f) for f in self.files], "notes": list(self.notes), **self.extra}
+
+
+def _no_progress(fraction: float, text: str) -> None:
+    pass
+
+
+def sixteen_bit() -> torch.dtype:
+    """The 16-bit dtype a dequantised base is stored in: bf16 where the hardware has it."""
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float16
+
+
+def base_dtype(config: RunConfig) -> torch.dtype:
+    """The dtype the base model's own weights are stored in (from its config.json)."""
+    source = models.resolve_source(config.model.name_or_path)
+    if source.is_local:
+        try:
+            data = json.loads((Path(source.location) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        name = data.get("dtype") or data.get("torch_dtype")
+        if name in ("float32", "bfloat16", "float16"):
+            return getattr(torch, name)
+    return torch.float32 if not torch.cuda.is_available() else sixteen_bit()
+
+
+def resolve_dtype(config: RunConfig, dtype: str = "auto") -> torch.dtype:
+    if dtype not in DTYPES:
+        raise FinetuneError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if config.model.quantization != "none":
+        return sixteen_bit()
+    return base_dtype(config)
+
+
+def describe_export(run_dir: str | Path) -> dict:
+    """What an export of this run will do, for the UI to show before it starts."""
+    paths, config = runs.find_run(run_dir)
+    quant = config.model.quantization
+    notes = []
+    if quant != "none":
+        notes.append(f"The base was trained in {quant}: it is dequantised to "
+                     f"{str(sixteen_bit()).replace('torch.', '')} before the adapter is merged; "
+                     "the merged model is a plain 16-bit model.")
+    from .gguf_export import gguf_support
+    ok, why = gguf_support(config)
+    return {"run": str(paths.root), "base": config.model.name_or_path, "quantization": quant,
+            "template": config.data.template, "gguf_supported": ok, "gguf_reason": why,
+            "notes": notes}
+
+
+def load_merged(run_dir: str | Path, *, dtype: str = "auto",
+                progress: Progress | None = None) -> Merged:
+    """Base + adapter folded into plain weights, in memory."""
+    from peft import PeftModel
+    step = progress or _no_progress
+    paths, config = runs.find_run(run_dir)
+    target = resolve_dtype(config, dtype)
+    notes: list[str] = []
+    step(0.05, "loading base model")
+    model, tokenizer = models.load_model(config.model, for_training=False)
+    quant = config.model.quantization
+    if quant != "none":
+        try:
+            model = model.dequantize(dtype=target)
+        except TypeError:  # older signature without dtype
+            model = model.dequantize()
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            raise FinetuneError(f"cannot dequantise the {quant} base for merging: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
+        notes.append(f"the {quant} base was dequantised to "
+                     f"{str(target).replace('torch.', '')} before merging")
+    step(0.35, "loading adapter")
+    model = PeftModel.from_pretrained(model, str(paths.adapter))
+    step(0.5, "merging")
+    merged = model.merge_and_unload()
+    merged = merged.to(target)
+    merged.eval()
+    merged.config.use_cache = True
+    for attr in ("quantization_config",):
+        if hasattr(merged.config, attr):
+            delattr(merged.config, attr)
+    merged.hf_quantizer = None
+    merged.is_quantized = False
+    _set_generation(merged, tokenizer, config)
+    _set_chat_template(tokenizer, config)
+    return Merged(merged, tokenizer, config, paths.root, target, notes)
+
+
+def _set_generation(model, tokenizer, config: RunConfig) -> None:
+    """Decode as the Chat tab does: the run's settings, stopping at every end-of-turn token."""
+    from transformers import GenerationConfig
+    gen = config.generation
+    stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+    kwargs = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=stops,
+                  pad_token_id=tokenizer.pad_token_id, max_new_tokens=gen.max_new_tokens,
+                  repetition_penalty=gen.repetition_penalty)
+    if gen.temperature > 0:
+        kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p,
+                      top_k=gen.top_k)
+    else:
+        kwargs.update(do_sample=False)
+    model.generation_config = GenerationConfig(**kwargs)
+
+
+def _set_chat_template(tokenizer, config: RunConfig) -> None:
+    spec = TemplateSpec.from_data_config(config.data)
+    tokenizer.chat_template = run_chat_template(spec, tokenizer)
+
+
+def check_merged_target(out_dir: str | Path) -> Path:
+    """Refuse a target that holds something: an export never overwrites."""
+    dest = Path(out_dir)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FinetuneError(f"{dest}: exists and is not an empty folder; choose a new name")
+    return dest
+
+
+def save_merged(merged: Merged, out_dir: str | Path, *, max_shard_size: str | int = "2GB",
+                progress: Progress | None = None) -> ExportResult:
+    """Write the merged model as sharded safetensors beside ``out_dir``, then rename it in."""
+    step = progress or _no_progress
+    dest = check_merged_target(out_dir)
+    step(0.7, "saving")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        merged.model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        merged.tokenizer.save_pretrained(tmp)
+        merged.config.save(tmp / RUN_COPY)
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FinetuneError(f"{dest}: cannot write the merged model: {exc}") from None
+    step(1.0, "done")
+    files = sorted(p for p in dest.iterdir() if p.is_file())
+    shards = [p for p in files if p.suffix == ".safetensors"]
+    return ExportResult(dest, "merged", files, list(merged.notes),
+                        {"dtype": str(merged.dtype).replace("torch.", ""),
+                         "shards": len(shards),
+                         "bytes": sum(p.stat().st_size for p in shards)})
+
+
+def export_merged(run_dir: str | Path, out_dir: str | Path, *, dtype: str = "auto",
+                  max_shard_size: str | int = "2GB",
+                  progress: Progress | None = None) -> ExportResult:
+    """Merge a run's adapter into its base and save a standalone transformers model.
+
+    ``dtype``: auto = the base's own dtype (16-bit for a 4/8-bit base), or float32 /
+    bfloat16 / float16. ``max_shard_size``: safetensors shard size, e.g. "2GB".
+    """
+    dest = check_merged_target(out_dir)
+    merged = load_merged(run_dir, dtype=dtype, progress=progress)
+    return save_merged(merged, dest, max_shard_size=max_shard_size, progress=progress)

@@ -1,0 +1,53 @@
+"""Two processes through ``accelerate launch`` on the CPU: DDP over gloo, one run folder.
+
+The command is exactly the one ``multi_gpu_command`` gives the Train tab (the DDP preset in
+presets/accelerate/). With no GPU visible, accelerate's multi-GPU launcher (torchrun) starts
+CPU processes that synchronise gradients over gloo. (``accelerate launch --cpu
+--num_processes 2`` would start a single process unless an MPI hostfile is given.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from conftest import ROOT
+from finetune_gui.export import multi_gpu_command
+from finetune_gui.runs import RunPaths, read_metrics
+
+
+def test_two_process_launch_trains_once_and_saves_one_adapter(tiny_config, tmp_path):
+    tiny_config.save(tmp_path / "tiny.yaml")
+    command = multi_gpu_command(str(tmp_path / "tiny.yaml"), num_processes=2)
+    words = shlex.split(command)
+    assert words[:2] == ["accelerate", "launch"]
+    argv = [sys.executable, "-m", "accelerate.commands.launch", *words[2:]]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.time()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    print(f"\ntwo-process launch took {time.time() - started:.0f}s")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # Both processes trained: rank 1 reports, rank 0 prints the progress.
+    assert "process 1/2: finished" in proc.stdout, proc.stdout
+    assert "finished: finished 12 steps" in proc.stdout
+
+    paths = RunPaths(tmp_path / "run")
+    records = [r for r in read_metrics(paths) if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, 13)), "one line per step: rank 0 only"
+    # 24 rows, batch 4 per process, 2 processes: 3 steps per epoch (one process would need 6).
+    assert records[-1]["epoch"] == 4.0
+    losses = [r["loss"] for r in records]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+    adapters = [p for p in (tmp_path / "run").rglob("adapter_model.safetensors")
+                if "checkpoints" not in p.parts]
+    assert adapters == [paths.adapter / "adapter_model.safetensors"]
+    assert json.loads(paths.state.read_text())["status"] == "finished"
+    assert (paths.adapter / "run.yaml").exists() and (paths.root / "loss.png").exists()
+    assert len(list((paths.root / "tensorboard").glob("events.out.tfevents.*"))) == 1
