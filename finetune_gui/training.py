@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
 from . import models, runs
 from .config import RunConfig
@@ -28,6 +28,7 @@ from .errors import FinetuneError
 from .hardware import cpu_supports_bf16, process_memory
 from .lora import attach_lora, is_quantized, trainable_counts
 from .templates import IGNORE_INDEX, TemplateSpec, encode_example
+from .trainer import ResponseOnlyTrainer
 
 _ACTIVE = threading.Lock()
 
@@ -55,6 +56,7 @@ class JobState:
     tokens_seen: int = 0
     eta_seconds: float | None = None
     elapsed_seconds: float = 0.0
+    train_seconds: float = 0.0  # time inside the training loop (load and save excluded)
     memory: dict = field(default_factory=dict)
     trainable_params: int = 0
     total_params: int = 0
@@ -299,15 +301,15 @@ class TrainingJob:
             include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             gradient_checkpointing=False,  # set up by attach_lora, non-reentrant
-            label_names=["labels"], save_only_model=False,
+            label_names=["labels"], save_only_model=False, prediction_loss_only=True,
             # Log a NaN/inf loss as it is (the default averages it away), so the guard sees it.
             logging_nan_inf_filter=False)
         optim = getattr(args.optim, 'value', args.optim)
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
-        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          data_collator=_Collator(tokenizer.pad_token_id),
-                          processing_class=tokenizer,
-                          callbacks=[_JobCallback(self), *self._tracking_callbacks()])
+        trainer = ResponseOnlyTrainer(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+            data_collator=_Collator(tokenizer.pad_token_id), processing_class=tokenizer,
+            callbacks=[_JobCallback(self), *self._tracking_callbacks()])
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 
@@ -324,7 +326,9 @@ class TrainingJob:
             self.paths.metrics.unlink()
         self._update(status="running", phase="training")
         self._write_state()
+        started = time.time()
         trainer.train(resume_from_checkpoint=str(self._resume_from) if self._resume_from else None)
+        self._update(train_seconds=time.time() - started)
 
     def _save(self, trainer) -> None:
         state = self.state
