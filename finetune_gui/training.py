@@ -26,7 +26,8 @@ from .config import RunConfig
 from .data import load_examples
 from .errors import FinetuneError
 from .hardware import cpu_supports_bf16, process_memory
-from .lora import attach_lora, is_quantized, trainable_counts
+from .lora import (attach_lora, cast_frozen_linears, is_quantized, trainable_counts,
+                   use_fast_dropout)
 from .templates import IGNORE_INDEX, TemplateSpec, encode_example
 from .trainer import ResponseOnlyTrainer
 
@@ -271,7 +272,11 @@ class TrainingJob:
         if dropped:
             self._log(f"{dropped} examples dropped: their answer starts after max_seq_len")
 
+        device = "cuda" if next(model.parameters()).is_cuda else "cpu"
+        if device == "cpu" and resolve_precision(cfg, device) == "bf16" and not is_quantized(model):
+            cast_frozen_linears(model, torch.bfloat16)
         model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
+        use_fast_dropout(model)
         trainable, total = trainable_counts(model)
         self._log(f"trainable parameters: {trainable:,} of {total:,}")
         self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),

@@ -169,3 +169,27 @@ def test_response_only_loss_equals_the_models_own_loss(tiny_model_dir, tied, tmp
     assert torch.allclose(ours, reference, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(our_grads, ref_grads))
     assert model.get_base_model().lm_head.__class__.__name__ == "Linear", "head restored"
+
+
+def test_bernoulli_dropout_matches_nn_dropout_statistics():
+    from finetune_gui.lora import BernoulliDropout
+    torch.manual_seed(0)
+    x = torch.ones(400, 500)
+    out = BernoulliDropout(0.2).train()(x)
+    kept = (out != 0).float().mean().item()
+    assert abs(kept - 0.8) < 0.01
+    assert torch.allclose(out[out != 0], torch.full_like(out[out != 0], 1 / 0.8))
+    assert torch.equal(BernoulliDropout(0.2).eval()(x), x)
+
+
+def test_cpu_bf16_training_stores_frozen_linears_in_bf16_and_adapters_in_fp32(tiny_config):
+    from finetune_gui import models
+    from finetune_gui.lora import attach_lora, cast_frozen_linears, use_fast_dropout
+    model, _ = models.load_model(tiny_config.model)
+    cast_frozen_linears(model, torch.bfloat16)
+    model = attach_lora(model, tiny_config.lora, gradient_checkpointing=False)
+    assert use_fast_dropout(model) == 0  # tiny_config has dropout 0: nothing to swap
+    base = model.get_base_model()
+    assert base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+    assert base.model.embed_tokens.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
