@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     options = AppOptions(lang=args.lang, shared=args.share, model=args.model,
                          runs_dir=args.runs_dir, root=os.getcwd())
     demo = build_app(options)
-    demo.queue(default_concurrency_limit=1)
+    # Light events (fields, previews, polls) run side by side so no session waits behind
+    # another's; heavy ones (model load, chat, training, export) carry their own limits.
+    demo.queue(default_concurrency_limit=8)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 prevent_thread_lock=True, quiet=False, **launch_kwargs(args.share))
     if args.share and not demo.share_url:

@@ -3,7 +3,8 @@
     python bench/speed.py [--epochs 1] [--repeats 3] [--data presets/data/ai_basics_en.jsonl]
 
 Each variant trains in its own process (so peak RSS is its own) and prints one JSON line;
-the summary gives medians and the ratio of real (non-padding) tokens per second.
+the summary gives medians and the ratio of real (non-padding) tokens per second. Peak RSS
+is read when training ends, before the eval model is loaded.
 
 - chapter: the recipe as the chapter writes it — 4-bit NF4 base with double quantisation,
   bf16, Alpaca text, a collator that pads and uses ``input_ids`` (padding included) as labels,
@@ -118,7 +119,9 @@ def run_chapter(data: str, epochs: float, out: Path) -> dict:
         started = time.time()
         result = trainer.train()
     seconds = time.time() - started
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": "chapter", "optimizer": optim, "train_seconds": seconds,
+            "peak_rss_mib": peak_rss,
             "real_tokens": int(sum(lengths) * epochs),
             "train_loss": result.training_loss, "eval_loss": eval_loss(model, tokenizer, held_out)}
 
@@ -126,25 +129,33 @@ def run_chapter(data: str, epochs: float, out: Path) -> dict:
 def run_ours(data: str, epochs: float, out: Path, overrides: list[str]) -> dict:
     from finetune_gui.config import RunConfig
     from finetune_gui.training import TrainingJob
+    train, held_out = split_data(data)
+    train_file = out / "train.jsonl"  # the same 90% the chapter trains on; eval stays outside
+    train_file.parent.mkdir(parents=True, exist_ok=True)
+    train_file.write_text("".join(json.dumps({"instruction": e.turns[0].instruction,
+                                              "input": e.turns[0].input,
+                                              "output": e.turns[0].output}) + "\n"
+                                  for e in train), encoding="utf-8")
     config = RunConfig()
-    for item in ["data.template=alpaca", f"data.path={data}", "data.val_split=0.1",
+    for item in ["data.template=alpaca", f"data.path={train_file}", "data.val_split=0",
                  f"train.epochs={epochs}", "train.batch_size=4", "train.learning_rate=2e-4",
-                 "train.max_seq_len=512", f"train.output_dir={out}", "train.save_steps=100000",
+                 "train.max_seq_len=512", f"train.output_dir={out / 'run'}",
+                 "train.save_steps=100000",
                  "train.lr_scheduler=constant", "train.logging_steps=1", "train.seed=0",
                  f"lora.target_modules=[{', '.join(SEVEN)}]", *overrides]:
         config.apply_override(item)
     state = TrainingJob(config).run()
     if state.status != "finished":
         raise SystemExit(f"ours failed: {state.message}")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     from peft import PeftModel
 
     from finetune_gui import models
     base, tokenizer = models.load_model(config.model, for_training=False)
-    model = PeftModel.from_pretrained(base, str(out / "adapter"))
-    _, held_out = split_data(data)
+    model = PeftModel.from_pretrained(base, str(out / "run" / "adapter"))
     losses = [loss for _, loss in state.loss]
     return {"variant": "ours", "train_seconds": state.train_seconds,
-            "real_tokens": state.tokens_seen,
+            "real_tokens": state.tokens_seen, "peak_rss_mib": peak_rss,
             "train_loss": sum(losses) / len(losses),
             "eval_loss": eval_loss(model, tokenizer, held_out)}
 
@@ -156,7 +167,6 @@ def child(args) -> None:
     else:
         result = run_ours(args.data, args.epochs, out, args.set)
     result["tokens_per_second"] = result["real_tokens"] / result["train_seconds"]
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -78,20 +78,6 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
     return swapped
 
 
-def cast_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Store the frozen linear weights in ``dtype`` once, before adapters are attached.
-
-    Under autocast every matmul runs in bf16 anyway, but a fp32 frozen weight is cast again
-    at every forward (autocast caches casts only of weights that require grad). Casting
-    once gives the same matmul numerics, less memory traffic and half the weight memory.
-    Embeddings, norms and the output head keep their precision.
-    """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    for module in model.modules():
-        if type(module) is torch.nn.Linear and module is not head:
-            module.to(dtype)
-
-
 def trainable_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters, counting 4-bit packed weights at their real size."""
     trainable, total = model.get_nb_trainable_parameters()

@@ -69,7 +69,9 @@ class ResponseOnlyTrainer(Trainer):
         if self._head is not None:
             with _hidden_states_out(self._causal_lm) as head:
                 hidden = model(**model_inputs).logits[:, :-1]
-            logits = head(hidden[keep])
+            # accelerate hands outputs back in fp32; project in the head's own dtype, as
+            # the model's forward would have
+            logits = head(hidden[keep].to(head.weight.dtype))
         else:
             logits = model(**model_inputs).logits[:, :-1][keep]
         loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")

@@ -25,10 +25,13 @@ from . import models, runs
 from .config import RunConfig
 from .data import load_examples
 from .errors import FinetuneError
-from .hardware import cpu_supports_bf16, process_memory
-from .lora import (attach_lora, cast_frozen_linears, is_quantized, trainable_counts,
-                   use_fast_dropout)
-from .templates import IGNORE_INDEX, TemplateSpec, encode_example
+from .batching import (PadCollator, prepare_cpu_bf16, resolve_optimizer, resolve_precision,
+                       tokenize_examples)
+from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
+                     out_of_memory_message, weights_finite)
+from .hardware import process_memory
+from .lora import attach_lora, is_quantized, trainable_counts, use_fast_dropout
+from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer
 
 _ACTIVE = threading.Lock()
@@ -71,59 +74,6 @@ class JobState:
     @property
     def active(self) -> bool:
         return self.status in ("loading", "running", "stopping")
-
-
-def resolve_precision(config: RunConfig, device: str) -> str:
-    """bf16 where the hardware has it (and the base is not 4-bit with fp16 compute), else fp32."""
-    wanted = config.train.precision
-    if wanted != "auto":
-        return wanted
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
-def resolve_optimizer(config: RunConfig, device: str) -> str:
-    if config.train.optimizer != "auto":
-        return config.train.optimizer
-    return "paged_adamw_8bit" if device == "cuda" and config.model.quantization != "none" \
-        else "adamw_torch"
-
-
-class _Collator:
-    """Pad a batch to its longest row: ids with the pad token, labels with IGNORE_INDEX."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            ids[i, :n] = torch.tensor(row["input_ids"])
-            labels[i, :n] = torch.tensor(row["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int):
-    """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts."""
-    from datasets import Dataset
-    rows = {"input_ids": [], "labels": [], "length": []}
-    truncated = dropped = 0
-    for example in examples:
-        enc = encode_example(example, spec, tokenizer, max_len)
-        truncated += enc.truncated
-        if enc.trained_tokens == 0:  # the answer was cut off entirely: nothing to learn
-            dropped += 1
-            continue
-        rows["input_ids"].append(enc.input_ids)
-        rows["labels"].append(enc.labels)
-        rows["length"].append(len(enc.input_ids))
-    return Dataset.from_dict(rows), truncated, dropped
 
 
 class TrainingJob:
@@ -274,7 +224,7 @@ class TrainingJob:
 
         device = "cuda" if next(model.parameters()).is_cuda else "cpu"
         if device == "cpu" and resolve_precision(cfg, device) == "bf16" and not is_quantized(model):
-            cast_frozen_linears(model, torch.bfloat16)
+            prepare_cpu_bf16(model)
         model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
         use_fast_dropout(model)
         trainable, total = trainable_counts(model)
@@ -313,7 +263,7 @@ class TrainingJob:
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
         trainer = ResponseOnlyTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-            data_collator=_Collator(tokenizer.pad_token_id), processing_class=tokenizer,
+            data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
             callbacks=[_JobCallback(self), *self._tracking_callbacks()])
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
@@ -425,53 +375,6 @@ class TrainingJob:
                 s.tokens_per_second = (state.num_input_tokens_seen - tok0) / (now - t0)
                 per_step = (now - t0) / (state.global_step - step0)
                 s.eta_seconds = per_step * max(0, state.max_steps - state.global_step)
-
-
-def check_sequence_length(max_seq_len: int, model_config) -> None:
-    """Refuse a train.max_seq_len beyond the positions the model was built for."""
-    text_cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
-        else model_config
-    limit = getattr(text_cfg, "max_position_embeddings", None)
-    if isinstance(limit, int) and 0 < limit < max_seq_len:
-        raise FinetuneError(f"train.max_seq_len={max_seq_len} is above this model's maximum of "
-                            f"{limit} tokens (max_position_embeddings): set it to {limit} or less")
-
-
-def weights_finite(model) -> bool:
-    """True when every trainable weight is a finite number (cheap: LoRA weights only)."""
-    with torch.no_grad():
-        return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA says 'out of memory'; the CPU allocator says 'can't allocate memory'."""
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(
-        k in text for k in ("out of memory", "can't allocate memory", "cannot allocate memory"))
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC/EDQUOT as an OSError, or as text from torch.save/safetensors writers."""
-    import errno
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc)
-    return "No space left on device" in text or "os error 28" in text or "Disk quota" in text
-
-
-def out_of_memory_message(exc: BaseException) -> str:
-    import re
-    text = str(exc)
-    gpu = isinstance(exc, torch.OutOfMemoryError) or "cuda" in text.lower()
-    where = "GPU memory" if gpu else "RAM"
-    size = re.search(r"(?i)tried to allocate (\d+(?:\.\d+)? ?[KMGT]iB|\d+)", text)
-    amount = size.group(1) if size else ""
-    if amount.isdigit():
-        amount = f"{int(amount) / 2**20:,.0f} MiB"
-    return (f"out of {where}" + (f" (could not allocate {amount} more)" if amount else "")
-            + ". Try a smaller train.batch_size (raise grad_accum to keep the effective batch), "
-            "a shorter train.max_seq_len, train.gradient_checkpointing=true, or "
-            "model.quantization=4bit")
 
 
 class _JobCallback(TrainerCallback):

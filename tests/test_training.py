@@ -182,14 +182,14 @@ def test_bernoulli_dropout_matches_nn_dropout_statistics():
     assert torch.equal(BernoulliDropout(0.2).eval()(x), x)
 
 
-def test_cpu_bf16_training_stores_frozen_linears_in_bf16_and_adapters_in_fp32(tiny_config):
+def test_cpu_bf16_training_keeps_a_bf16_base_and_fp32_adapters(tiny_config):
     from finetune_gui import models
-    from finetune_gui.lora import attach_lora, cast_frozen_linears, use_fast_dropout
+    from finetune_gui.batching import prepare_cpu_bf16
+    from finetune_gui.lora import attach_lora, use_fast_dropout
     model, _ = models.load_model(tiny_config.model)
-    cast_frozen_linears(model, torch.bfloat16)
+    prepare_cpu_bf16(model)
     model = attach_lora(model, tiny_config.lora, gradient_checkpointing=False)
     assert use_fast_dropout(model) == 0  # tiny_config has dropout 0: nothing to swap
     base = model.get_base_model()
     assert base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
-    assert base.model.embed_tokens.weight.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

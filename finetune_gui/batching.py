@@ -1,0 +1,77 @@
+"""Turning examples into training batches, and the machine-dependent training choices."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import RunConfig
+from .hardware import cpu_supports_bf16
+from .templates import IGNORE_INDEX, TemplateSpec, encode_example
+
+
+def resolve_precision(config: RunConfig, device: str) -> str:
+    """bf16 where the hardware has it (and the base is not 4-bit with fp16 compute), else fp32."""
+    wanted = config.train.precision
+    if wanted != "auto":
+        return wanted
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def prepare_cpu_bf16(model) -> None:
+    """Ready a frozen base for bf16 training on a CPU: bf16 weights, eager attention.
+
+    The Trainer's autocast would run every matmul in bf16 anyway but re-cast the fp32 frozen
+    weights and the fp32 activations around each layer at every step (autocast caches only
+    casts of weights that require grad); storing the base in bf16 removes those copies, as
+    bf16 compute does on GPUs. LoRA weights stay fp32 (peft upcasts adapters). With bf16
+    tensors, eager attention beat PyTorch's CPU flash-attention kernel on short sequences.
+    Measured on the 2-core AVX-512 CPU: 263 -> 299 real tokens/s in an interleaved A/B loop.
+    """
+    model.to(torch.bfloat16)
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+
+
+def resolve_optimizer(config: RunConfig, device: str) -> str:
+    if config.train.optimizer != "auto":
+        return config.train.optimizer
+    return "paged_adamw_8bit" if device == "cuda" and config.model.quantization != "none" \
+        else "adamw_torch"
+
+
+class PadCollator:
+    """Pad a batch to its longest row: ids with the pad token, labels with IGNORE_INDEX."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.tensor(row["input_ids"])
+            labels[i, :n] = torch.tensor(row["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int):
+    """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts."""
+    from datasets import Dataset
+    rows = {"input_ids": [], "labels": [], "length": []}
+    truncated = dropped = 0
+    for example in examples:
+        enc = encode_example(example, spec, tokenizer, max_len)
+        truncated += enc.truncated
+        if enc.trained_tokens == 0:  # the answer was cut off entirely: nothing to learn
+            dropped += 1
+            continue
+        rows["input_ids"].append(enc.input_ids)
+        rows["labels"].append(enc.labels)
+        rows["length"].append(len(enc.input_ids))
+    return Dataset.from_dict(rows), truncated, dropped

@@ -1,0 +1,55 @@
+"""Recognising what went wrong in a run, and saying how to fix it."""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import torch
+
+from .errors import FinetuneError
+
+
+def check_sequence_length(max_seq_len: int, model_config) -> None:
+    """Refuse a train.max_seq_len beyond the positions the model was built for."""
+    text_cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
+        else model_config
+    limit = getattr(text_cfg, "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < max_seq_len:
+        raise FinetuneError(f"train.max_seq_len={max_seq_len} is above this model's maximum of "
+                            f"{limit} tokens (max_position_embeddings): set it to {limit} or less")
+
+
+def weights_finite(model) -> bool:
+    """True when every trainable weight is a finite number (cheap: LoRA weights only)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA says 'out of memory'; the CPU allocator says 'can't allocate memory'."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        k in text for k in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT as an OSError, or as text from torch.save/safetensors writers."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota" in text
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    text = str(exc)
+    gpu = isinstance(exc, torch.OutOfMemoryError) or "cuda" in text.lower()
+    where = "GPU memory" if gpu else "RAM"
+    size = re.search(r"(?i)tried to allocate (\d+(?:\.\d+)? ?[KMGT]iB|\d+)", text)
+    amount = size.group(1) if size else ""
+    if amount.isdigit():
+        amount = f"{int(amount) / 2**20:,.0f} MiB"
+    return (f"out of {where}" + (f" (could not allocate {amount} more)" if amount else "")
+            + ". Try a smaller train.batch_size (raise grad_accum to keep the effective batch), "
+            "a shorter train.max_seq_len, train.gradient_checkpointing=true, or "
+            "model.quantization=4bit")
