@@ -26,7 +26,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
       echo "setup: NVIDIA GPU found: installing the CUDA build of $torch_pin"
       $PIP install -q "$torch_pin"
-    elif $PIP install -q --no-index "$torch_pin" 2>/dev/null; then
+    elif $PIP install -q --no-index --no-deps "$torch_pin" 2>/dev/null; then
+      # (its dependencies come from the index with the requirements below)
       echo "setup: installed $torch_pin from a local wheel"
     else
       echo "setup: no GPU: installing the CPU build of $torch_pin"
