@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import FinetuneError
+from ..hardware import gpu_list as detect_gpus
 from . import chat_tab, data_tab, export_tab, lora_tab, model_tab, train_tab
 from .common import AppOptions, Ui, friendly, guarded
 from .fields import apply_shared_limits, bind_fields, field_updates
@@ -113,7 +114,8 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     tabs["lora"].select(lora.refresh, [state], lora.refresh_outputs, queue=False)
     tabs["data"].select(_data_autoload(ui, data), [state], data.refresh_outputs)
     tabs["chat"].select(parts["chat"].refresh, [state], [parts["chat"].run], queue=False)
-    tabs["export"].select(parts["export"].refresh, [state], [parts["export"].run], queue=False)
+    tabs["export"].select(parts["export"].refresh, [state], parts["export"].refresh_outputs,
+                          queue=False)
 
     def sync_all(st: UserState):
         """Push the session's config into every field (page load, preset load)."""
@@ -159,8 +161,13 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         base_path = ui.workspace.root / base
         if not base_path.exists():
             base = ui.options.preset
-        command = st.config.cli_command(base)
-        return gr.update(value=command, visible=True)
+        from ..export import config_multi_gpu_command
+        gpus = max(2, len(detect_gpus()))
+        command = (f"# one machine\n{st.config.cli_command(base)}\n\n"
+                   f"# {gpus} GPUs with accelerate (DDP; FSDP/DeepSpeed configs in "
+                   f"presets/accelerate/)\n"
+                   f"{config_multi_gpu_command(st.config, gpus, preset=base)}")
+        return gr.update(value=command, visible=True, lines=6)
 
     preset_load.click(on_preset_load, [state, preset], [*field_comps, *model_view, status]) \
         .then(lora.refresh, [state], lora.refresh_outputs, queue=False) \

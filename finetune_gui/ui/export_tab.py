@@ -1,52 +1,21 @@
-"""Export tab: where a run's adapter is, and a merged full model saved into a folder."""
+"""Export tab: the adapter folder, a merged model, a GGUF file for llama.cpp/Ollama, and a
+side-by-side comparison of runs. All the work is done by ``finetune_gui.export``."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 
-from .. import models, runs
+from .. import export, runs
 from ..errors import FinetuneError
 from .chat_tab import BASE, run_choices
 from .common import Ui, guarded
 from .jobs import JobRegistry
 from .locale import t
 from .state import UserState
-
-
-def merge_and_save(run_dir: str | Path, dest: str | Path, progress=None) -> Path:
-    """Base + adapter folded into plain weights, saved with the tokenizer into ``dest``.
-
-    The base is loaded unquantised (merging into 4/8-bit weights loses precision); the
-    folder is written beside ``dest`` first and renamed, so a failure leaves nothing half-done.
-    """
-    from peft import PeftModel
-    paths, config = runs.find_run(run_dir)
-    dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise FinetuneError(f"{dest}: folder exists and is not empty; choose a new name")
-    config.model.quantization = "none"
-    step = progress or (lambda *a, **k: None)
-    step(0.1, desc="loading base model")
-    model, tokenizer = models.load_model(config.model, for_training=False)
-    step(0.4, desc="loading adapter")
-    model = PeftModel.from_pretrained(model, str(paths.adapter))
-    step(0.6, desc="merging")
-    merged = model.merge_and_unload()
-    step(0.8, desc="saving")
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    config.save(tmp / "finetune_gui_run.yaml")
-    if dest.exists():
-        dest.rmdir()
-    os.replace(tmp, dest)
-    return dest
 
 
 def folder_listing(path: Path) -> str:
@@ -66,10 +35,18 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+def _gradio_progress(progress):
+    """The export package reports ``(fraction, text)``; Gradio's bar wants ``desc=``."""
+    return lambda fraction, text: progress(fraction, desc=text)
+
+
 def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
+    def finished_runs(lang: str):
+        return [c for c in run_choices(ui, registry, lang) if c[1] != BASE]
+
     with gr.Row():
         run = gr.Dropdown(label=ui.t("chat.run"), scale=3, elem_id="export-run",
-                          choices=[c for c in run_choices(ui, registry, ui.lang) if c[1] != BASE])
+                          choices=finished_runs(ui.lang))
         ui.text(run, label="chat.run")
         refresh = gr.Button(ui.t("chat.refresh"), size="sm", scale=1, elem_id="export-refresh")
         ui.text(refresh, value="chat.refresh")
@@ -80,17 +57,43 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         ui.text(dest, label="export.dest", info="export.dest_info")
         merge = gr.Button(ui.t("export.merge"), variant="primary", scale=1, elem_id="export-merge")
         ui.text(merge, value="export.merge")
+    with gr.Row():
+        gguf_path = gr.Textbox(label=ui.t("export.gguf_path"), info=ui.t("export.gguf_info"),
+                               scale=3, elem_id="export-gguf-path")
+        ui.text(gguf_path, label="export.gguf_path", info="export.gguf_info")
+        gguf_type = gr.Dropdown(list(export.GGUF_TYPES), value="f16", scale=1,
+                                label=ui.t("export.gguf_type"), elem_id="export-gguf-type")
+        ui.text(gguf_type, label="export.gguf_type")
+        gguf = gr.Button(ui.t("export.gguf"), scale=1, elem_id="export-gguf")
+        ui.text(gguf, value="export.gguf")
     result = gr.Markdown(elem_id="export-status")
+    with gr.Accordion(ui.t("export.compare"), open=False) as compare_box:
+        ui.text(compare_box, label="export.compare")
+        with gr.Row():
+            compare_runs = gr.Dropdown(multiselect=True, choices=finished_runs(ui.lang), scale=4,
+                                       label=ui.t("export.compare"),
+                                       info=ui.t("export.compare_info"), elem_id="compare-runs")
+            ui.text(compare_runs, label="export.compare", info="export.compare_info")
+            compare = gr.Button(ui.t("export.compare_button"), scale=1, elem_id="compare-button")
+            ui.text(compare, value="export.compare_button")
+        curves = gr.Plot(elem_id="compare-plot")
+        diff = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-diff")
 
     @guarded
     def on_run(st: UserState, choice: str):
         if not choice:
-            return t("export.pick", st.lang), gr.skip()
+            return t("export.pick", st.lang), gr.skip(), gr.skip()
         root = ui.workspace.check(choice, "run")
         paths, _ = runs.find_run(root)
+        about = export.describe_export(paths.root)
         text = t("export.adapter", st.lang, path=ui.workspace.display(paths.adapter))
         text += "\n\n" + folder_listing(paths.adapter)
-        return text, ui.workspace.display(paths.root / "merged")
+        for note in about["notes"]:
+            text += f"\n\n⚠️ {note}"
+        if not about["gguf_supported"]:
+            text += "\n\n" + t("export.gguf_unsupported", st.lang, why=about["gguf_reason"])
+        return (text, ui.workspace.display(paths.root / "merged"),
+                ui.workspace.display(paths.root / "model.gguf"))
 
     @guarded
     def on_merge(st: UserState, choice: str, target: str, progress=gr.Progress()):
@@ -98,16 +101,42 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             raise FinetuneError(t("export.pick", st.lang))
         root = ui.workspace.check(choice, "run")
         out = ui.workspace.check(target or (Path(choice) / "merged"), "export folder")
-        saved = merge_and_save(root, out, progress)
-        return t("export.done", st.lang, path=ui.workspace.display(saved)) + "\n\n" + \
-            folder_listing(saved)
+        saved = export.export_merged(root, out, progress=_gradio_progress(progress))
+        notes = "".join(f"\n\n{n}" for n in saved.notes)
+        return t("export.done", st.lang, path=ui.workspace.display(saved.path)) + notes + \
+            "\n\n" + folder_listing(saved.path)
+
+    @guarded
+    def on_gguf(st: UserState, choice: str, target: str, kind: str, progress=gr.Progress()):
+        if not choice:
+            raise FinetuneError(t("export.pick", st.lang))
+        root = ui.workspace.check(choice, "run")
+        out = ui.workspace.check(target or (Path(choice) / "model.gguf"), "GGUF file")
+        saved = export.export_gguf(root, out, kind, progress=_gradio_progress(progress))
+        return t("export.gguf_done", st.lang, path=ui.workspace.display(saved.path)) + \
+            "\n\n" + folder_listing(saved.path.parent)
+
+    @guarded
+    def on_compare(st: UserState, choices: list[str]):
+        if not choices or len(choices) < 2:
+            raise FinetuneError(t("export.compare_info", st.lang))
+        roots = [ui.workspace.check(c, "run") for c in choices]
+        compared = export.compare_runs(roots)
+        table = pd.DataFrame([[key, *map(str, values)]
+                              for key, values in compared["config_diff"].items()],
+                             columns=["setting", *compared["runs"]])
+        return export.loss_figure(compared["curves"], title="Loss by run"), table
 
     def on_refresh(st: UserState):
-        return gr.update(choices=[c for c in run_choices(ui, registry, st.lang) if c[1] != BASE])
+        choices = finished_runs(st.lang)
+        return gr.update(choices=choices), gr.update(choices=choices)
 
-    run.input(on_run, [state, run], [adapter, dest], queue=False)
-    refresh.click(on_refresh, [state], [run], queue=False)
-    merge.click(lambda: gr.update(interactive=False), None, merge, queue=False) \
-        .then(on_merge, [state, run, dest], [result], concurrency_id="export") \
-        .then(lambda: gr.update(interactive=True), None, merge, queue=False)
-    return SimpleNamespace(run=run, refresh=on_refresh)
+    run.input(on_run, [state, run], [adapter, dest, gguf_path], queue=False)
+    refresh.click(on_refresh, [state], [run, compare_runs], queue=False)
+    for button, handler, inputs in ((merge, on_merge, [state, run, dest]),
+                                    (gguf, on_gguf, [state, run, gguf_path, gguf_type])):
+        button.click(lambda: gr.update(interactive=False), None, button, queue=False) \
+            .then(handler, inputs, [result], concurrency_id="export") \
+            .then(lambda: gr.update(interactive=True), None, button, queue=False)
+    compare.click(on_compare, [state, compare_runs], [curves, diff])
+    return SimpleNamespace(run=run, refresh=on_refresh, refresh_outputs=[run, compare_runs])

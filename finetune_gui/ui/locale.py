@@ -182,6 +182,17 @@ TABLE: dict[str, dict[str, str]] = {
                          "zh": "新目录：合并了适配器的完整权重及分词器。"},
     "export.merge": {"en": "Save merged model", "zh": "保存合并后的模型"},
     "export.done": {"en": "✅ Saved the merged model to `{path}`.", "zh": "✅ 合并后的模型已保存到 `{path}`。"},
+    "export.gguf_path": {"en": "GGUF file", "zh": "GGUF 文件"},
+    "export.gguf_info": {"en": "For llama.cpp and Ollama; an Ollama Modelfile with the run's template is written beside it.",
+                         "zh": "用于 llama.cpp 和 Ollama；旁边会写一个带训练模板的 Ollama Modelfile。"},
+    "export.gguf_type": {"en": "GGUF type", "zh": "GGUF 类型"},
+    "export.gguf": {"en": "Save GGUF", "zh": "保存 GGUF"},
+    "export.gguf_done": {"en": "✅ Saved `{path}` and its Ollama Modelfile.", "zh": "✅ 已保存 `{path}` 及其 Ollama Modelfile。"},
+    "export.gguf_unsupported": {"en": "GGUF export is not available for this run: {why}", "zh": "此训练无法导出 GGUF：{why}"},
+    "export.compare": {"en": "Compare runs", "zh": "比较训练"},
+    "export.compare_info": {"en": "Pick two or more runs: their loss curves overlaid and the settings that differ.",
+                            "zh": "选择两个或更多训练：叠加的损失曲线和不同的设置。"},
+    "export.compare_button": {"en": "Compare", "zh": "比较"},
 }
 
 FIELD_LABELS: dict[str, tuple[str, str]] = {

@@ -1,0 +1,64 @@
+"""The Export tab's handlers on real runs of the tiny model: GGUF export and run comparison."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune_gui.config import RunConfig
+import gradio as gr
+from finetune_gui.training import TrainingJob
+from finetune_gui.ui.app import build_app
+from finetune_gui.ui.common import AppOptions
+from finetune_gui.ui.state import UserState
+
+
+def handler(demo, name):
+    found = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name
+             and f.fn.__module__ == "finetune_gui.ui.export_tab"]
+    assert found, f"no handler {name}"
+    return found[0]
+
+
+@pytest.fixture
+def two_runs(tiny_config, tmp_path):
+    roots = []
+    for lr in (1e-2, 2e-3):
+        cfg = tiny_config.copy()
+        cfg.train.learning_rate = lr
+        cfg.train.max_steps = 4
+        cfg.train.output_dir = str(tmp_path / "runs" / f"lr{lr}")
+        assert TrainingJob(cfg).run().status == "finished"
+        roots.append(cfg.train.output_dir)
+    return roots
+
+
+def test_export_tab_writes_gguf_and_compares_runs(two_runs, tmp_path):
+    demo = build_app(AppOptions(root=str(tmp_path), runs_dir=str(tmp_path / "runs")))
+    st = UserState(config=RunConfig())
+    text = handler(demo, "on_gguf")(st, two_runs[0], str(tmp_path / "out" / "m.gguf"), "f16",
+                                    progress=lambda *a, **k: None)
+    assert "m.gguf" in text and (tmp_path / "out" / "m.gguf").stat().st_size > 0
+    assert (tmp_path / "out" / "Modelfile").exists()
+
+    figure, table = handler(demo, "on_compare")(st, two_runs)
+    assert list(table["setting"]) == ["train.learning_rate"]
+    assert figure.axes and len(figure.axes[0].lines) >= 2
+    with pytest.raises(gr.Error, match="two or more runs"):
+        handler(demo, "on_compare")(st, two_runs[:1])
+
+
+def test_copy_as_command_offers_the_multi_gpu_form(tmp_path):
+    import shlex
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    demo = build_app(AppOptions(root=str(root), runs_dir=str(tmp_path / "runs")))
+    on_cli = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_cli"][0]
+    st = UserState(config=RunConfig.load(root / "presets" / "quickstart.yaml"),
+                   preset="presets/quickstart.yaml")
+    st.config.set("lora.r", 4)
+    text = on_cli(st)["value"]
+    single, multi = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert shlex.split(single)[:5] == ["python", "-m", "finetune_gui", "train",
+                                       "presets/quickstart.yaml"]
+    assert "lora.r=4" in single and "lora.r=4" in multi
+    assert multi.startswith("accelerate launch --config_file presets/accelerate/ddp.yaml")
