@@ -94,11 +94,8 @@ def run_chapter(data: str, epochs: float, out: Path) -> dict:
                           truncation=True, max_length=512)
         return {"input_ids": batch.input_ids, "labels": batch.input_ids.clone()}
 
-    try:
-        import bitsandbytes.optim  # noqa: F401
-        optim = "paged_adamw_32bit"
-    except ImportError:
-        optim = "adamw_torch"
+    import importlib.util
+    optim = "paged_adamw_32bit" if importlib.util.find_spec("bitsandbytes") else "adamw_torch"
     args = TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=4,
         gradient_accumulation_steps=1, optim=optim, learning_rate=2e-4, weight_decay=0.001,

@@ -52,6 +52,14 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def ui_handler(demo, module: str, name: str):
+    """The event handler ``name`` defined in ``finetune_gui.ui.<module>`` of a built app."""
+    found = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name
+             and getattr(f.fn, "__module__", "") == f"finetune_gui.ui.{module}"]
+    assert found, f"no handler {module}.{name}"
+    return found[0]
+
+
 @pytest.fixture
 def codes_data(tmp_path) -> Path:
     """A small, very learnable Alpaca dataset."""

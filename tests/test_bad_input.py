@@ -20,7 +20,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, ui_handler
 from finetune_gui import models
 from finetune_gui.config import ModelConfig, RunConfig
 from finetune_gui.data import check_file
@@ -115,12 +115,6 @@ def ui_app(tmp_path_factory):
     return demo, root, registry
 
 
-def handler(demo, module: str, name: str):
-    found = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name
-             and getattr(f.fn, "__module__", "") == f"finetune_gui.ui.{module}"]
-    assert found, f"no handler {module}.{name}"
-    return found[0]
-
 
 def ui_message(call) -> tuple[str, object]:
     """Run a handler; ``(message shown, return value)``. Anything but gr.Error is a crash."""
@@ -140,7 +134,7 @@ def test_data_file(case, name, content, core, ui, tmp_path, ui_app, tiny_model_d
     demo, _, _ = ui_app
     st = UserState(config=RunConfig())
     st.config.model.name_or_path = str(tiny_model_dir)
-    shown, views = ui_message(lambda: handler(demo, "data_tab", "on_load")(st, str(path)))
+    shown, views = ui_message(lambda: ui_handler(demo, "data_tab", "on_load")(st, str(path)))
     expected = (core if ui is None else ui).format(p=path)
     assert shown == expected
     if not shown:   # loaded: bad rows are listed in the error table, file problems on top
@@ -157,7 +151,7 @@ def test_data_file(case, name, content, core, ui, tmp_path, ui_app, tiny_model_d
 
 def test_a_folder_and_a_missing_file_as_data(tmp_path, ui_app):
     demo, _, _ = ui_app
-    on_load = handler(demo, "data_tab", "on_load")
+    on_load = ui_handler(demo, "data_tab", "on_load")
     for path, message in ((tmp_path, f"{tmp_path}: is a folder, not a data file"),
                           (tmp_path / "nope.jsonl", f"{tmp_path / 'nope.jsonl'}: data file not found")):
         assert core_data_message(path) == message
@@ -178,7 +172,7 @@ def test_100k_rows_load_in_the_core_and_the_ui(tmp_path, ui_app, tiny_model_dir)
     st.config.model.name_or_path = str(tiny_model_dir)
     st.config.data.template = "alpaca"
     t0 = time.perf_counter()
-    views = handler(demo, "data_tab", "on_load")(st, str(path))
+    views = ui_handler(demo, "data_tab", "on_load")(st, str(path))
     ui_seconds = time.perf_counter() - t0
     assert len(st.rows) == 100_000 and len(views[1]) == 100_000
     assert "100000" in views[0].replace(",", "") and "✅" in views[0]
@@ -303,7 +297,7 @@ def test_model_source(case, message, bad_models, ui_app, tmp_path, monkeypatch):
     demo, _, _ = ui_app
     st = UserState(config=RunConfig())
     st.config.model.name_or_path = str(source)
-    shown, _ = ui_message(lambda: handler(demo, "model_tab", "on_load")(st))
+    shown, _ = ui_message(lambda: ui_handler(demo, "model_tab", "on_load")(st))
     assert shown == expected
     assert st.model is None
 
@@ -342,7 +336,7 @@ def test_hyperparameter_field(key, value, message, ui_app):
     demo, _, _ = ui_app
     st = UserState(config=RunConfig())
     before = getattr(getattr(st.config, key.split(".")[0]), key.split(".")[1])
-    update, status = handler(demo, "fields", f"set_{key.replace('.', '_')}")(st, value)
+    update, status = ui_handler(demo, "fields", f"set_{key.replace('.', '_')}")(st, value)
     assert status == f"⚠️ UI: {message}"
     assert getattr(getattr(st.config, key.split(".")[0]), key.split(".")[1]) == before
     assert update["value"] == before, "the field snaps back to the value in force"
@@ -357,7 +351,7 @@ def test_no_target_layer_is_refused(ui_app, tiny_model_dir):
     demo, _, _ = ui_app
     st = UserState(config=RunConfig())
     st.config.model.name_or_path = str(tiny_model_dir)
-    targets, count = handler(demo, "lora_tab", "on_targets")(st, [])
+    targets, count = ui_handler(demo, "lora_tab", "on_targets")(st, [])
     assert st.config.lora.target_modules == "all-linear"
     assert set(targets["value"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                      "up_proj", "down_proj"}
@@ -386,10 +380,10 @@ def test_settings_refused_when_the_job_starts(case, overrides, message, tiny_con
     st = UserState(config=tiny_config.copy())
     st.config.train.output_dir = str(root / "runs" / case)
     nones = [None] * len(demo.ui.fields)
-    handler(demo, "train_tab", "on_start")(st, *nones)
+    ui_handler(demo, "train_tab", "on_start")(st, *nones)
     final = registry.current.wait(timeout=120)
     assert (final.status, final.message) == ("failed", message)
-    progress, stats, *_ = handler(demo, "train_tab", "poll")(st)
+    progress, stats, *_ = ui_handler(demo, "train_tab", "poll")(st)
     assert message in stats and 'data-status="failed"' in progress
     assert not registry.busy(), "the server takes the next job"
 
@@ -436,7 +430,7 @@ def test_preset(case, text, message, ui_app):
     assert str(info.value) == message.format(p=path)
     st = UserState(config=RunConfig())
     st.config.lora.r = 5
-    shown, _ = ui_message(lambda: handler(demo, "app", "on_preset_load")(
+    shown, _ = ui_message(lambda: ui_handler(demo, "app", "on_preset_load")(
         st, f"presets/{case}.yaml"))
     assert shown == message.format(p=path)
     assert st.config.lora.r == 5, "the session's settings are untouched"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import http.cookiejar
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,9 +18,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from conftest import write_jsonl
+from conftest import write_jsonl, ui_handler
 from finetune_gui.config import RunConfig
-from finetune_gui.errors import FinetuneError
 from finetune_gui.training import TrainingJob
 from finetune_gui.ui.app import build_app, launch_kwargs
 from finetune_gui.ui.common import AppOptions
@@ -154,12 +152,6 @@ def shared_ui(tmp_path):
     return demo, tmp_path, secret
 
 
-def handler(demo, module: str, name: str):
-    found = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name
-             and getattr(f.fn, "__module__", "") == f"finetune_gui.ui.{module}"]
-    assert found, f"no handler {module}.{name}"
-    return found[0]
-
 
 def refused(call) -> str:
     with pytest.raises(gr.Error) as info:
@@ -185,7 +177,7 @@ def test_symlinks_are_resolved_before_the_check(tmp_path):
 
 def test_data_tab_reads_and_writes_only_inside(shared_ui):
     demo, root, secret = shared_ui
-    on_load = handler(demo, "data_tab", "on_load")
+    on_load = ui_handler(demo, "data_tab", "on_load")
     for path in (str(secret / "private.jsonl"), f"../{secret.name}/private.jsonl",
                  "data/uploads/../../../" + secret.name + "/private.jsonl"):
         st = UserState(config=RunConfig())
@@ -195,18 +187,18 @@ def test_data_tab_reads_and_writes_only_inside(shared_ui):
         assert st.rows == []
     st = UserState(config=RunConfig(), rows=[{"instruction": "a", "output": "b"}])
     st.config.data.path = str(secret / "private.jsonl")        # e.g. from an old session
-    assert OUTSIDE in refused(lambda: handler(demo, "data_tab", "on_save")(st))
+    assert OUTSIDE in refused(lambda: ui_handler(demo, "data_tab", "on_save")(st))
     assert "1234" in (secret / "private.jsonl").read_text(), "never overwritten"
 
 
 def test_presets_and_run_folders_only_inside(shared_ui):
     demo, root, secret = shared_ui
     st = UserState(config=RunConfig())
-    assert OUTSIDE in refused(lambda: handler(demo, "app", "on_preset_load")(
+    assert OUTSIDE in refused(lambda: ui_handler(demo, "app", "on_preset_load")(
         st, str(secret / "private.yaml")))
-    update, status = handler(demo, "fields", "set_train_output_dir")(st, str(secret / "run"))
+    update, status = ui_handler(demo, "fields", "set_train_output_dir")(st, str(secret / "run"))
     assert status.startswith("⚠️ train.output_dir") and OUTSIDE in status
-    update, status = handler(demo, "fields", "set_model_name_or_path")(st, str(secret))
+    update, status = ui_handler(demo, "fields", "set_model_name_or_path")(st, str(secret))
     assert OUTSIDE in status and st.config.model.name_or_path != str(secret)
 
 
@@ -216,7 +208,7 @@ def test_uploads_land_in_data_uploads_whatever_their_name(shared_ui, tmp_path_fa
     evil = temp / "..%2F..%2Fetc%2Fpasswd .jsonl"
     write_jsonl(evil, [{"instruction": "a", "output": "b"}])
     st = UserState(config=RunConfig())
-    path_update, *_ = handler(demo, "data_tab", "on_upload")(st, str(evil))
+    path_update, *_ = ui_handler(demo, "data_tab", "on_upload")(st, str(evil))
     stored = root / path_update["value"]
     assert stored.resolve().parent == root / "data" / "uploads" and stored.exists()
     assert stored.name == "_2F.._2Fetc_2Fpasswd_.jsonl", "a plain name, no folder in it"
@@ -233,7 +225,7 @@ def test_shared_app_refuses_remote_code_and_pickle(shared_ui):
                       ("allow_pickle", "model.allow_pickle is off while the app is shared: "
                                        "pickle weights can run code on this machine; run it "
                                        "locally (without --share) to use them")):
-        update, status = handler(demo, "fields", f"set_model_{key}")(st, True)
+        update, status = ui_handler(demo, "fields", f"set_model_{key}")(st, True)
         assert status == f"⚠️ {text}" and update["value"] is False
         assert getattr(st.config.model, key) is False
 
@@ -243,7 +235,7 @@ def test_a_preset_cannot_switch_them_on_while_shared(shared_ui):
     (root / "presets" / "unsafe.yaml").write_text(
         "model:\n  trust_remote_code: true\n  allow_pickle: true\n")
     st = UserState(config=RunConfig())
-    *_, message = handler(demo, "app", "on_preset_load")(st, "presets/unsafe.yaml")
+    *_, message = ui_handler(demo, "app", "on_preset_load")(st, "presets/unsafe.yaml")
     assert "model.trust_remote_code was switched off (the app is shared)" in message
     assert "model.allow_pickle was switched off (the app is shared)" in message
     assert not st.config.model.trust_remote_code and not st.config.model.allow_pickle
@@ -263,7 +255,7 @@ def test_load_and_train_force_them_off_while_shared(shared_ui, tiny_model_dir, t
     st = UserState(config=RunConfig())
     st.config.model.name_or_path = str(folder)
     st.config.model.allow_pickle = st.config.model.trust_remote_code = True
-    message = refused(lambda: handler(demo, "model_tab", "on_load")(st))
+    message = refused(lambda: ui_handler(demo, "model_tab", "on_load")(st))
     assert "only pickle weights (pytorch_model.bin), which can run code" in message
     assert not st.config.model.allow_pickle and not st.config.model.trust_remote_code
 
@@ -271,7 +263,7 @@ def test_load_and_train_force_them_off_while_shared(shared_ui, tiny_model_dir, t
 def test_locally_pickle_needs_the_users_own_switch(tmp_path, tiny_model_dir):
     demo = build_app(AppOptions(root=str(tmp_path)), JobRegistry())
     st = UserState(config=RunConfig())
-    update, status = handler(demo, "fields", "set_model_allow_pickle")(st, True)
+    update, status = ui_handler(demo, "fields", "set_model_allow_pickle")(st, True)
     assert status == "" and st.config.model.allow_pickle is True
     assert RunConfig().model.allow_pickle is False and RunConfig().model.trust_remote_code is False
 

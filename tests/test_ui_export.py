@@ -6,17 +6,11 @@ import pytest
 
 from finetune_gui.config import RunConfig
 import gradio as gr
+from conftest import ui_handler
 from finetune_gui.training import TrainingJob
 from finetune_gui.ui.app import build_app
 from finetune_gui.ui.common import AppOptions
 from finetune_gui.ui.state import UserState
-
-
-def handler(demo, name):
-    found = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name
-             and f.fn.__module__ == "finetune_gui.ui.export_tab"]
-    assert found, f"no handler {name}"
-    return found[0]
 
 
 @pytest.fixture
@@ -35,16 +29,16 @@ def two_runs(tiny_config, tmp_path):
 def test_export_tab_writes_gguf_and_compares_runs(two_runs, tmp_path):
     demo = build_app(AppOptions(root=str(tmp_path), runs_dir=str(tmp_path / "runs")))
     st = UserState(config=RunConfig())
-    text = handler(demo, "on_gguf")(st, two_runs[0], str(tmp_path / "out" / "m.gguf"), "f16",
+    text = ui_handler(demo, "export_tab", "on_gguf")(st, two_runs[0], str(tmp_path / "out" / "m.gguf"), "f16",
                                     progress=lambda *a, **k: None)
     assert "m.gguf" in text and (tmp_path / "out" / "m.gguf").stat().st_size > 0
     assert (tmp_path / "out" / "Modelfile").exists()
 
-    figure, table = handler(demo, "on_compare")(st, two_runs)
+    figure, table = ui_handler(demo, "export_tab", "on_compare")(st, two_runs)
     assert list(table["setting"]) == ["train.learning_rate"]
     assert figure.axes and len(figure.axes[0].lines) >= 2
     with pytest.raises(gr.Error, match="two or more runs"):
-        handler(demo, "on_compare")(st, two_runs[:1])
+        ui_handler(demo, "export_tab", "on_compare")(st, two_runs[:1])
 
 
 def test_copy_as_command_offers_the_multi_gpu_form(tmp_path):
@@ -52,7 +46,7 @@ def test_copy_as_command_offers_the_multi_gpu_form(tmp_path):
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     demo = build_app(AppOptions(root=str(root), runs_dir=str(tmp_path / "runs")))
-    on_cli = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_cli"][0]
+    on_cli = ui_handler(demo, "app", "on_cli")
     st = UserState(config=RunConfig.load(root / "presets" / "quickstart.yaml"),
                    preset="presets/quickstart.yaml")
     st.config.set("lora.r", 4)
