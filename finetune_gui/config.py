@@ -128,6 +128,9 @@ class TrainConfig:
         "auto = paged 8-bit AdamW for QLoRA on a GPU, plain AdamW otherwise."))
     precision: str = _f("auto", choices=("auto", "bf16", "fp16", "fp32"), help=(
         "Mixed precision for training. auto = bf16 where the hardware supports it."))
+    fused_lora: bool = _f(True, help=(
+        "Run each plain LoRA layer's training step as one fused operation: the same maths "
+        "with fewer passes over memory (about 1.25x faster on CPU). Off = peft's own path."))
     group_by_length: bool = _f(True, help=(
         "Batch examples of similar length together so little compute is spent on padding."))
     logging_steps: int = _f(1, min=1, help="Log loss every N optimizer steps.")

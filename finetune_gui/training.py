@@ -30,6 +30,7 @@ from .batching import (PadCollator, prepare_cpu_bf16, resolve_optimizer, resolve
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
 from .hardware import process_memory
+from .fast_lora import enable_fused_lora
 from .lora import attach_lora, is_quantized, trainable_counts, use_fast_dropout
 from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer
@@ -227,6 +228,8 @@ class TrainingJob:
             prepare_cpu_bf16(model)
         model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
         use_fast_dropout(model)
+        if cfg.train.fused_lora:
+            self._log(f"fused LoRA training step on {enable_fused_lora(model)} layers")
         trainable, total = trainable_counts(model)
         self._log(f"trainable parameters: {trainable:,} of {total:,}")
         self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),

@@ -33,14 +33,21 @@ def assert_learned(state):
     {"lora.use_rslora": True, "data.template": "chatml"},
     {"model.quantization": "4bit", "train.gradient_checkpointing": True},
     {"model.quantization": "8bit"},
+    {"train.fused_lora": False},
+    {"lora.dropout": 0.1, "train.precision": "bf16", "train.gradient_checkpointing": True},
 ], ids=["default", "qv-r4", "checkpointing", "bf16-checkpointing", "dora", "rslora-chatml",
-        "qlora-4bit", "8bit"])
+        "qlora-4bit", "8bit", "peft-forward", "fused-dropout-bf16-checkpointing"])
 def test_loss_falls(tiny_config, overrides):
     for key, value in overrides.items():
         tiny_config.set(key, value)
     state = TrainingJob(tiny_config).run()
     assert_learned(state)
     assert state.trainable_params > 0
+    fused = [line for line in state.log if "fused LoRA training step" in line]
+    plain_lora = not (tiny_config.lora.use_dora or tiny_config.model.quantization != "none")
+    assert bool(fused) == tiny_config.train.fused_lora
+    if fused and plain_lora:
+        assert "on 0 layers" not in fused[0]
 
 
 def test_run_folder_and_adapter_loads_with_plain_peft(tiny_config):

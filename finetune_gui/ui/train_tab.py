@@ -46,6 +46,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.field("train.precision")
             with gr.Row():
                 ui.field("train.gradient_checkpointing")
+                ui.field("train.fused_lora")
                 ui.field("train.output_dir", "text", elem_id="train-output")
         with gr.Column(scale=3):
             with gr.Row():
