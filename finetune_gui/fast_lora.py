@@ -53,7 +53,9 @@ class _LoraAdd(torch.autograd.Function):
         a_w, b_w = lora_a.to(x.dtype), lora_b.to(x.dtype)
         dropped = _masked(x, bits)
         hidden = dropped @ a_w.t()
-        out = torch.addmm(result, hidden, b_w.t(), alpha=scale)
+        # The base output is not saved by anything for backward: add into it in place.
+        out = result.addmm_(hidden, b_w.t(), alpha=scale)
+        ctx.mark_dirty(result)
         ctx.save_for_backward(dropped, bits, a_w, b_w, hidden)
         ctx.scale = scale
         ctx.param_dtypes = (lora_a.dtype, lora_b.dtype)
@@ -63,7 +65,7 @@ class _LoraAdd(torch.autograd.Function):
     def backward(ctx, grad):
         dropped, bits, a_w, b_w, hidden = ctx.saved_tensors
         grad = grad.to(a_w.dtype)
-        grad_b = (grad.t() @ hidden).mul_(ctx.scale)
+        grad_b = (hidden.t() @ grad).t().mul_(ctx.scale)  # faster than grad.t() @ hidden
         grad_hidden = (grad @ b_w).mul_(ctx.scale)
         grad_a = grad_hidden.t() @ dropped
         grad_x = _masked(grad_hidden @ a_w, bits) if ctx.needs_input_grad[1] else None

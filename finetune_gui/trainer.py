@@ -61,6 +61,14 @@ class ResponseOnlyTrainer(Trainer):
         self._causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
             else self.model
         self._head = _plain_head(self._causal_lm)
+        self._flops_per_token = None
+
+    def floating_point_ops(self, inputs) -> int:
+        """The Trainer's 6 x tokens x parameters estimate, with the parameter count cached
+        (the stock method walks every module at every step)."""
+        if self._flops_per_token is None:
+            self._flops_per_token = 6 * self.model.num_parameters(exclude_embeddings=True)
+        return self._flops_per_token * inputs["input_ids"].numel()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"][:, 1:]

@@ -60,7 +60,7 @@ def test_dropout_mask_is_inverted_dropout_on_the_adapter_input():
     base = torch.randn(6, 7, requires_grad=True)
     bits = keep_bits((6, 10), p, torch.float32, torch.device("cpu"))
     keep = (bits != 0).float()
-    ours = _LoraAdd.apply(base, x, a, b, scaling / (1 - p), bits)
+    ours = _LoraAdd.apply(base.clone(), x, a, b, scaling / (1 - p), bits)  # a layer output
     ours.sum().backward()
     got = [t.grad.clone() for t in (base, x, a, b)]
     for t in (base, x, a, b):
