@@ -1,11 +1,13 @@
 """UI load: while a training job runs, N concurrent sessions click around and chat.
 
-    python bench/ui_load.py [--sessions 10] [--requests 20] [--max-seconds 120]
+    python bench/ui_load.py [--sessions 10] [--requests 20] [--think 1.0] [--max-seconds 120]
 
 Starts the real app (``app.py``) on a tiny random Llama (2 layers, 64 wide, the embedded
 model's tokenizer) over loopback, starts a long training job through the Train tab's own
-Start endpoint, then runs ``--sessions`` gradio_client sessions at once, each making
-``--requests`` calls in a fixed cycle (bounded by ``--max-seconds`` overall):
+Start endpoint, then runs ``--sessions`` gradio_client sessions at once, each in its own
+process, each making ``--requests`` calls in a fixed cycle with a think time before each
+(``--think`` seconds on average, like a person clicking; 0 = back-to-back stress),
+bounded by ``--max-seconds`` overall:
 
 - set_field:     change the LoRA rank (the field's own handler)
 - lora_count:    the live trainable-parameter count that follows a rank change
@@ -25,7 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
+import multiprocessing
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -110,15 +112,23 @@ def steps_done(metrics: Path) -> int:
     return max(steps, default=0)
 
 
-def session(url: str, api: dict, fields: list[str], n: int, deadline: float, index: int,
-            results: dict, errors: list, lock: threading.Lock) -> None:
+def session(url: str, api: dict, fields: list[str], n: int, seconds: float, index: int,
+            cycle: tuple, think: float, out, go) -> None:
+    """One browser-like session in its own process (so the load generator's own GIL does
+    not add to the latencies it measures); reports (kind, seconds) or ("error", text)."""
+    import random
+
     from gradio_client import Client
     try:
         client = Client(url, verbose=False, download_files=False)
     except Exception as exc:  # counted, never hidden
-        with lock:
-            errors.append(f"session {index}: connect: {type(exc).__name__}: {exc}"[:300])
+        out.put(("error", f"session {index}: connect: {type(exc).__name__}: {exc}"[:300]))
+        out.put(("done", index))
         return
+    out.put(("ready", index))
+    go.wait()  # every session connected (process start-up is not part of the load)
+    deadline = time.time() + seconds
+    pause = random.Random(index)
     gen = [k for k in fields if k.startswith("generation.")]
     gen_values = {"generation.max_new_tokens": 16, "generation.temperature": 0.0,
                   "generation.top_p": 0.9, "generation.top_k": 50,
@@ -126,7 +136,9 @@ def session(url: str, api: dict, fields: list[str], n: int, deadline: float, ind
     for i in range(n):
         if time.time() > deadline:
             break
-        kind = CYCLE[(i + index) % len(CYCLE)]
+        if think:
+            time.sleep(pause.uniform(0.5 * think, 1.5 * think))
+        kind = cycle[(i + index) % len(cycle)]
         args: tuple = ()
         if kind == "set_field":
             args = (4 + (i * 7 + index) % 60,)
@@ -142,12 +154,10 @@ def session(url: str, api: dict, fields: list[str], n: int, deadline: float, ind
             else:
                 client.predict(*args, api_name=api[kind])
         except Exception as exc:
-            with lock:
-                errors.append(f"session {index} {kind}: {type(exc).__name__}: {exc}"[:300])
+            out.put(("error", f"session {index} {kind}: {type(exc).__name__}: {exc}"[:300]))
             continue
-        with lock:
-            results[kind].append(time.perf_counter() - t0)
-    client.close() if hasattr(client, "close") else None
+        out.put((kind, time.perf_counter() - t0))
+    out.put(("done", index))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -161,6 +171,11 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=20, help="calls per session")
     p.add_argument("--max-seconds", type=float, default=120.0, help="bound on the load phase")
     p.add_argument("--no-training", action="store_true", help="baseline: the same load, no job")
+    p.add_argument("--think", type=float, default=1.0,
+                   help="mean pause in seconds before each request of a session, drawn "
+                        "uniformly from 0.5x to 1.5x (0 = back-to-back stress)")
+    p.add_argument("--no-chat", action="store_true",
+                   help="leave generation out of the cycle (to see what chat costs the rest)")
     p.add_argument("--torch-threads", type=int, default=0,
                    help="OMP_NUM_THREADS for the app (0 = its default: every core)")
     args = p.parse_args()
@@ -196,16 +211,35 @@ def main() -> int:
 
         results: dict[str, list[float]] = defaultdict(list)
         errors: list[str] = []
-        lock = threading.Lock()
+        cycle = tuple(k for k in CYCLE if not (args.no_chat and k == "chat"))
+        spawn = multiprocessing.get_context("spawn")
+        reports, go = spawn.Queue(), spawn.Event()
+        sessions = [spawn.Process(target=session, args=(url, api, fields, args.requests,
+                                                        args.max_seconds, i, cycle, args.think,
+                                                        reports, go))
+                    for i in range(args.sessions)]
+        for proc_ in sessions:
+            proc_.start()
+        ready = gone = 0
+        while ready + gone < len(sessions):
+            kind, value = reports.get(timeout=300)
+            ready, gone = ready + (kind == "ready"), gone + (kind == "done")
+            if kind == "error":
+                errors.append(value)
+        time.sleep(2)  # let the sessions' start-up settle
         start_steps, started = steps_done(metrics), time.time()
-        deadline = started + args.max_seconds
-        threads = [threading.Thread(target=session, args=(url, api, fields, args.requests,
-                                                          deadline, i, results, errors, lock))
-                   for i in range(args.sessions)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=args.max_seconds + 180)
+        go.set()
+        running = ready
+        while running:
+            kind, value = reports.get(timeout=args.max_seconds + 180)
+            if kind == "done":
+                running -= 1
+            elif kind == "error":
+                errors.append(value)
+            elif kind != "ready":
+                results[kind].append(value)
+        for proc_ in sessions:
+            proc_.join(timeout=30)
         load_seconds = time.time() - started
         load_steps = steps_done(metrics) - start_steps
         if not args.no_training:
@@ -222,7 +256,8 @@ def main() -> int:
             proc.wait()
         log.close()
 
-    print(f"sessions {args.sessions} x up to {args.requests} requests, load phase "
+    print(f"sessions {args.sessions} (one process each, think time {args.think:g}s) x up to "
+          f"{args.requests} requests, load phase "
           f"{load_seconds:.1f}s (bound {args.max_seconds:.0f}s), {os.cpu_count()} CPU cores")
     print(f"{'kind':<14}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for kind in CYCLE:

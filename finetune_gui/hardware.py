@@ -117,3 +117,24 @@ def process_memory() -> dict[str, int]:
     except Exception:  # memory figures are informative only
         pass
     return out
+
+
+BACKGROUND_NICENESS = 10
+
+
+def lower_thread_priority(step: int = BACKGROUND_NICENESS) -> bool:
+    """Make the calling thread, and the worker threads it starts later, yield the CPU.
+
+    A training job in the app shares the cores with the page and chat; niced by ``step``
+    it still takes every idle cycle but no longer slows the handlers. Linux keeps a nice
+    value per thread (and new threads inherit it); elsewhere this does nothing.
+    """
+    if not platform.system() == "Linux":
+        return False
+    import threading
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except OSError:
+        return False
+    return True

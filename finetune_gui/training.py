@@ -29,8 +29,8 @@ from .batching import (PadCollator, prepare_cpu_bf16, resolve_optimizer, resolve
                        tokenize_examples)
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
-from .hardware import process_memory
 from .fast_lora import enable_fused_lora
+from .hardware import BACKGROUND_NICENESS, lower_thread_priority, process_memory
 from .lora import attach_lora, is_quantized, trainable_counts, use_fast_dropout
 from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer
@@ -99,7 +99,8 @@ class TrainingJob:
         if not _ACTIVE.acquire(blocking=False):
             raise JobBusyError("a training job is already running: stop it or wait for it")
         self._update(status="loading", phase="starting")
-        self._thread = threading.Thread(target=self._run_locked, name="training-job", daemon=True)
+        self._thread = threading.Thread(target=self._run_in_background, name="training-job",
+                                        daemon=True)
         self._thread.start()
 
     def run(self) -> JobState:
@@ -132,6 +133,12 @@ class TrainingJob:
         with self._lock:
             self._state.log.append(f"[{time.strftime('%H:%M:%S')}] {text}")
             del self._state.log[:-500]
+
+    def _run_in_background(self) -> None:
+        if lower_thread_priority():  # before torch starts this thread's worker pool
+            self._log(f"background job: CPU priority lowered (nice +{BACKGROUND_NICENESS}) "
+                      "so the app stays responsive")
+        self._run_locked()
 
     def _run_locked(self) -> None:
         try:

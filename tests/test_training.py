@@ -200,3 +200,24 @@ def test_cpu_bf16_training_keeps_a_bf16_base_and_fp32_adapters(tiny_config):
     base = model.get_base_model()
     assert base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="per-thread nice")
+def test_background_job_runs_at_lower_cpu_priority_than_the_app(tiny_config):
+    """The app's handlers keep their priority; the job's thread (and its workers) yield."""
+    import os
+    import threading
+    seen = {}
+
+    class Probe(TrainingJob):
+        def _run_locked(self):
+            seen["job"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            super()._run_locked()
+    app_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    job = Probe(tiny_config)
+    job.start()
+    state = job.wait(300)
+    assert state.status == "finished", state.message
+    assert seen["job"] == min(19, app_nice + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == app_nice
+    assert any("CPU priority lowered" in line for line in state.log)

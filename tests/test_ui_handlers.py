@@ -177,6 +177,30 @@ def test_preview_marks_trained_and_masked_tokens(embedded_tokenizer):
     assert hist["rows"].sum() == 2 and set(hist["part"]) == {"cut"}
 
 
+@pytest.mark.parametrize("max_len", [5, 20, 40, 512])
+def test_cached_token_stats_equal_a_fresh_encoding_and_follow_edits(embedded_tokenizer, max_len):
+    from finetune_gui.templates import TemplateSpec, encode_example
+    spec = TemplateSpec("alpaca")
+    rows = [{"instruction": f"Question {i}?", "input": "ctx " * i, "output": "An answer " * i}
+            for i in range(1, 8)]
+
+    def fresh(examples):
+        cut = [encode_example(e, spec, embedded_tokenizer, max_len) for e in examples]
+        return ([len(encode_example(e, spec, embedded_tokenizer).input_ids) for e in examples],
+                sum(c.trained_tokens for c in cut), sum(c.truncated for c in cut),
+                sum(c.trained_tokens == 0 for c in cut))
+
+    def cached(examples):
+        stats = dv.token_stats(examples, spec, embedded_tokenizer, max_len)
+        return stats.lengths, stats.trained, stats.truncated, stats.dropped
+    examples = dv.check_rows(rows).examples
+    assert cached(examples) == fresh(examples)
+    assert cached(examples) == fresh(examples)  # served from the cache
+    rows[2]["output"] = "A much longer answer than before " * 3
+    edited = dv.check_rows(rows).examples
+    assert cached(edited) == fresh(edited) != fresh(examples)
+
+
 # ---- the one training job ----------------------------------------------------------------------
 
 class FakeJob:

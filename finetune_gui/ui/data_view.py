@@ -6,9 +6,12 @@ table shows them; a row's number is also its line in the saved JSONL file.
 
 from __future__ import annotations
 
+import bisect
 import json
 import statistics
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pandas as pd
 
 from ..data import DataReport, check_file, read_rows, save_rows
 from ..errors import DataError
-from ..templates import TemplateSpec, encode_example, segments, token_spans
+from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, segments, token_spans
 
 NUMBER = "#"
 ALPACA_COLUMNS = ["instruction", "input", "output"]
@@ -168,16 +171,49 @@ class TokenStats:
         return max(self.lengths, default=0)
 
 
+# (tokenizer, template, example) -> (length, positions of trained tokens). Every render
+# of the Data tab needs the whole file's statistics; with this cache only rows that changed
+# are tokenised again, and sessions that load the same file share the work.
+_ENCODED: OrderedDict = OrderedDict()
+_ENCODED_LOCK = threading.Lock()
+_ENCODED_LIMIT = 200_000
+
+
+def _tokenizer_identity(tokenizer) -> tuple:
+    """Equal for the per-session copies of one tokenizer (see ``models.load_tokenizer``)."""
+    return (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer),
+            tokenizer.bos_token, tokenizer.eos_token)
+
+
+def _length_and_trained(example, spec: TemplateSpec, tokenizer) -> tuple[int, tuple[int, ...]]:
+    key = (_tokenizer_identity(tokenizer), repr(spec), example.system,
+           repr(example.turns))  # not .where: rows move when one is deleted
+    with _ENCODED_LOCK:
+        if key in _ENCODED:
+            _ENCODED.move_to_end(key)
+            return _ENCODED[key]
+    enc = encode_example(example, spec, tokenizer)
+    value = (len(enc.input_ids),
+             tuple(i for i, label in enumerate(enc.labels) if label != IGNORE_INDEX))
+    with _ENCODED_LOCK:
+        _ENCODED[key] = value
+        while len(_ENCODED) > _ENCODED_LIMIT:
+            _ENCODED.popitem(last=False)
+    return value
+
+
 def token_stats(examples, spec: TemplateSpec, tokenizer, max_len: int) -> TokenStats:
+    """Lengths before truncation, and what survives cutting at ``max_len`` (a prefix cut,
+    as training does)."""
     limited = len(examples) > STATS_ROW_LIMIT
     stats = TokenStats(rows=len(examples), limited=limited)
     for example in examples[:STATS_ROW_LIMIT]:
-        full = encode_example(example, spec, tokenizer)
-        cut = encode_example(example, spec, tokenizer, max_len)
-        stats.lengths.append(len(full.input_ids))
-        stats.trained += cut.trained_tokens
-        stats.truncated += cut.truncated
-        stats.dropped += cut.trained_tokens == 0
+        length, trained_at = _length_and_trained(example, spec, tokenizer)
+        kept = bisect.bisect_left(trained_at, max_len)
+        stats.lengths.append(length)
+        stats.trained += kept
+        stats.truncated += length > max_len
+        stats.dropped += kept == 0
     return stats
 
 
