@@ -1,6 +1,7 @@
 """Training speed: the chapter's QLoRA recipe against our engine, same model, data and LoRA.
 
     python bench/speed.py [--epochs 1] [--repeats 3] [--data presets/data/ai_basics_en.jsonl]
+                          [--no-startup]
 
 Each variant trains in its own process (so peak RSS is its own) and prints one JSON line;
 the summary gives medians and the ratio of real (non-padding) tokens per second. Peak RSS
@@ -12,6 +13,9 @@ is read when training ends, before the eval model is loaded.
   0.001, grad-norm 0.3, constant schedule, length-grouped batches (the chapter's
   ``group_by_length``), paged 32-bit AdamW where bitsandbytes has it (else AdamW).
 - ours: ``TrainingJob`` with the same data, template, LoRA settings, batch, lr and epochs.
+
+Then (unless ``--no-startup``) ``bench/startup.py``: app cold start, embedded model load
+time, chat time to first token and tokens per second.
 
 Both are scored with the same eval loss: mean cross-entropy over the answer tokens of a
 held-out 10% split, in the Alpaca template the two were trained with.
@@ -174,6 +178,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", choices=("chapter", "ours"))
     parser.add_argument("--only", choices=("chapter", "ours"))
+    parser.add_argument("--no-startup", action="store_true",
+                        help="skip app cold start, model load and chat latency (bench/startup.py)")
     parser.add_argument("--set", action="append", default=[],
                         help="extra overrides for our engine, e.g. train.precision=fp32")
     args = parser.parse_args()
@@ -205,6 +211,10 @@ def main() -> None:
     if len(medians) == 2:
         ratio = medians["ours"]["tokens_per_second"] / medians["chapter"]["tokens_per_second"]
         print(f"\nours / chapter real tokens per second: {ratio:.2f}x")
+    if not args.no_startup:
+        print()
+        import startup
+        startup.report()
 
 
 if __name__ == "__main__":
