@@ -50,8 +50,14 @@ def embedded_gguf_path() -> Path:
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode())
+    """Keyed by the file's content (size, first and last MiB), not its path: every virtual
+    environment that installs the embedded model shares one conversion."""
+    size = gguf.stat().st_size
+    key = hashlib.sha256(f"{gguf.name}|{size}|".encode())
+    with open(gguf, "rb") as fh:
+        key.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        key.update(fh.read(1 << 20))
     name = EMBEDDED_MODEL if gguf == embedded_gguf_path_or_none() else gguf.stem
     return cache_root() / "models" / f"{name}-{key.hexdigest()[:10]}"
 
