@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,16 +23,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from processes import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What is a large language model?", "Explain LoRA in two sentences.",
              "What does a tokenizer do?", "Why do we hold out a validation set?",
              "What is the capital of France?", "Name three uses of embeddings."]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def app_cold_start(timeout: float = 300.0) -> float:
@@ -55,11 +50,7 @@ def app_cold_start(timeout: float = 300.0) -> float:
                 time.sleep(0.1)
         raise SystemExit(f"app.py did not serve its page within {timeout:.0f}s")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def model_and_chat(answers: int) -> dict:

@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import multiprocessing
 import time
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from processes import free_port, stop  # noqa: E402  (bench/ is this script's folder)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -84,13 +85,6 @@ def endpoints(model: Path, runs: Path) -> tuple[dict[str, str], list[str], list]
                 break
     keys = list(demo.ui.fields)
     return names, keys, [to_ui(config, k) for k in keys]
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, proc=None) -> None:
@@ -248,12 +242,7 @@ def main() -> int:
                      proc)
         still_alive = proc.poll() is None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
     print(f"sessions {args.sessions} (one process each, think time {args.think:g}s) x up to "
