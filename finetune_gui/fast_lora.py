@@ -53,7 +53,7 @@ class _LoraAdd(torch.autograd.Function):
         a_w, b_w = lora_a.to(x.dtype), lora_b.to(x.dtype)
         dropped = _masked(x, bits)
         hidden = dropped @ a_w.t()
-        # The base output is not saved by anything for backward: add into it in place.
+        # A plain nn.Linear does not save its output for backward: add into it in place.
         out = result.addmm_(hidden, b_w.t(), alpha=scale)
         ctx.mark_dirty(result)
         ctx.save_for_backward(dropped, bits, a_w, b_w, hidden)
@@ -121,7 +121,8 @@ def enable_fused_lora(model: torch.nn.Module) -> int:
         return 0
     count = 0
     for module in model.modules():
-        if type(module) is PeftLoraLinear:
+        # a plain nn.Linear base: its output is not saved for backward, so it may be added to
+        if type(module) is PeftLoraLinear and type(module.get_base_layer()) is torch.nn.Linear:
             module.__class__ = FusedLoraLinear
             count += 1
     return count
