@@ -79,15 +79,15 @@ def model_and_chat(answers: int) -> dict:
     return {"imports_s": imports, "model_load_s": load, "answers": rows}
 
 
-def main() -> dict:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=4)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print("RESULT " + json.dumps(model_and_chat(args.answers)), flush=True)
-        return {}
-    return report(args.answers)
+    else:
+        report(args.answers)
 
 
 def report(answers: int = 4) -> dict:

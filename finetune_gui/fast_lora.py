@@ -23,20 +23,34 @@ import numpy as np
 import torch
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
-_MASK_INT = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32)}
+_MASK_INT = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32)}  # by activation bytes
+
+
+def _keep_on_cpu(shape: tuple[int, ...], p: float) -> np.ndarray:
+    count = int(np.prod(shape))
+    seed = int(torch.randint(0, 2**62, (1,)))
+    draws = np.random.SFC64(seed).random_raw((count + 3) // 4).view(np.uint16)[:count]
+    return draws >= round(p * 65536)
+
+
+def keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
+    """Boolean dropout mask: True (keep) with probability 1-p, p resolved to 1/65536 on CPU.
+
+    On a CPU, numpy's SFC64 draws it several times faster than torch's generator; its seed
+    comes from torch's, so ``torch.manual_seed`` and checkpoint recomputation replay it.
+    """
+    if device.type != "cpu":
+        return torch.rand(shape, device=device) >= p
+    return torch.from_numpy(_keep_on_cpu(shape, p)).view(shape)
 
 
 def keep_bits(shape: tuple[int, ...], p: float, dtype: torch.dtype,
               device: torch.device) -> torch.Tensor:
     """Integer mask the width of ``dtype``: -1 (every bit set) to keep, 0 to drop."""
-    int_dtype, np_int = _MASK_INT[torch.empty((), dtype=dtype).element_size()]
+    int_dtype, np_int = _MASK_INT[dtype.itemsize]
     if device.type != "cpu":
-        return -(torch.rand(shape, device=device) >= p).to(int_dtype)
-    count = int(np.prod(shape))
-    seed = int(torch.randint(0, 2**62, (1,)))
-    draws = np.random.SFC64(seed).random_raw((count + 3) // 4).view(np.uint16)[:count]
-    keep = draws >= round(p * 65536)
-    return torch.from_numpy(-keep.astype(np_int)).view(shape)
+        return -keep_mask(shape, p, device).to(int_dtype)
+    return torch.from_numpy(-_keep_on_cpu(shape, p).astype(np_int)).view(shape)
 
 
 def _masked(values: torch.Tensor, bits: torch.Tensor | None) -> torch.Tensor:

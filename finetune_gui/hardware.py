@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import threading
 from dataclasses import dataclass, field
 
 import psutil
@@ -129,9 +130,8 @@ def lower_thread_priority(step: int = BACKGROUND_NICENESS) -> bool:
     it still takes every idle cycle but no longer slows the handlers. Linux keeps a nice
     value per thread (and new threads inherit it); elsewhere this does nothing.
     """
-    if not platform.system() == "Linux":
+    if platform.system() != "Linux":
         return False
-    import threading
     tid = threading.get_native_id()
     try:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))

@@ -7,6 +7,7 @@ import torch
 
 from .config import LoraConfig
 from .errors import ConfigError
+from .fast_lora import keep_mask
 
 CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
@@ -47,10 +48,11 @@ def attach_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool):
 
 
 class BernoulliDropout(torch.nn.Module):
-    """Inverted dropout like ``nn.Dropout``, with the mask drawn by ``rand_like``.
+    """Inverted dropout like ``nn.Dropout``, with the mask of the fused LoRA step.
 
     Same distribution (keep with probability 1-p, scale by 1/(1-p)); on CPUs ``bernoulli_``
-    is about twice as slow, and LoRA calls dropout on every adapted layer's input.
+    is several times slower, and LoRA calls dropout on every adapted layer's input. Used by
+    the adapters the fused step does not cover (DoRA, quantised bases, fused_lora off).
     """
 
     def __init__(self, p: float):
@@ -60,7 +62,7 @@ class BernoulliDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p  # fp32 uniform: an exact p
+        keep = keep_mask(x.shape, self.p, x.device)
         return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
 
 

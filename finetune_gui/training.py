@@ -242,11 +242,10 @@ class TrainingJob:
         self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),
                      truncated=truncated, dropped=dropped)
         self._tokenizer = tokenizer
-        return self._build_trainer(model, tokenizer, train_ds, eval_ds)
+        return self._build_trainer(model, tokenizer, train_ds, eval_ds, device)
 
-    def _build_trainer(self, model, tokenizer, train_ds, eval_ds):
+    def _build_trainer(self, model, tokenizer, train_ds, eval_ds, device: str):
         cfg = self.config.train
-        device = "cuda" if next(model.parameters()).is_cuda else "cpu"
         precision = resolve_precision(self.config, device)
         if is_quantized(model) and precision == "fp16":
             precision = "fp32" if device == "cpu" else precision

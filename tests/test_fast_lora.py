@@ -46,7 +46,7 @@ def test_fused_step_equals_peft(dtype, autocast, tol):
     assert rel(want[0], got[0]) < tol
     assert rel(want[1], got[1]) < tol
     for name, grad in want[2].items():
-        assert grad.dtype == got[2][name].dtype == torch.float32 or dtype != torch.float32
+        assert grad.dtype == got[2][name].dtype  # the adapter's own dtype, as peft gives it
         assert rel(grad.float(), got[2][name].float()) < tol, name
 
 
