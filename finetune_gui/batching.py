@@ -34,13 +34,6 @@ def prepare_cpu_bf16(model) -> None:
         model.set_attn_implementation("eager")
 
 
-def resolve_optimizer(config: RunConfig, device: str) -> str:
-    if config.train.optimizer != "auto":
-        return config.train.optimizer
-    return "paged_adamw_8bit" if device == "cuda" and config.model.quantization != "none" \
-        else "adamw_torch"
-
-
 class PadCollator:
     """Pad a batch to its longest row: ids with the pad token, labels with IGNORE_INDEX."""
 

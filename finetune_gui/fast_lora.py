@@ -26,11 +26,11 @@ from peft.tuners.lora.layer import Linear as PeftLoraLinear
 _MASK_INT = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32)}  # by activation bytes
 
 
-def _keep_on_cpu(shape: tuple[int, ...], p: float) -> np.ndarray:
+def _drop_on_cpu(shape: tuple[int, ...], p: float) -> np.ndarray:
     count = int(np.prod(shape))
     seed = int(torch.randint(0, 2**62, (1,)))
     draws = np.random.SFC64(seed).random_raw((count + 3) // 4).view(np.uint16)[:count]
-    return draws >= round(p * 65536)
+    return draws < round(p * 65536)
 
 
 def keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
@@ -41,7 +41,7 @@ def keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.T
     """
     if device.type != "cpu":
         return torch.rand(shape, device=device) >= p
-    return torch.from_numpy(_keep_on_cpu(shape, p)).view(shape)
+    return torch.from_numpy(~_drop_on_cpu(shape, p)).view(shape)
 
 
 def keep_bits(shape: tuple[int, ...], p: float, dtype: torch.dtype,
@@ -50,7 +50,8 @@ def keep_bits(shape: tuple[int, ...], p: float, dtype: torch.dtype,
     int_dtype, np_int = _MASK_INT[dtype.itemsize]
     if device.type != "cpu":
         return -keep_mask(shape, p, device).to(int_dtype)
-    return torch.from_numpy(-_keep_on_cpu(shape, p).astype(np_int)).view(shape)
+    # dropped: 1 - 1 = 0, kept: 0 - 1 = -1, in one pass
+    return torch.from_numpy(np.subtract(_drop_on_cpu(shape, p), 1, dtype=np_int)).view(shape)
 
 
 def _masked(values: torch.Tensor, bits: torch.Tensor | None) -> torch.Tensor:
@@ -68,23 +69,26 @@ class _LoraAdd(torch.autograd.Function):
         dropped = _masked(x, bits)
         hidden = dropped @ a_w.t()
         # A plain nn.Linear does not save its output for backward: add into it in place.
-        out = result.addmm_(hidden, b_w.t(), alpha=scale)
+        # ``result`` comes in whole and is flattened here, where autograd does not see the
+        # view: an in-place op on a view would make autograd clone and copy back the full
+        # output gradient (CopySlices) in backward.
+        result.view(-1, result.shape[-1]).addmm_(hidden, b_w.t(), alpha=scale)
         ctx.mark_dirty(result)
         ctx.save_for_backward(dropped, bits, a_w, b_w, hidden)
         ctx.scale = scale
         ctx.param_dtypes = (lora_a.dtype, lora_b.dtype)
-        return out
+        return result
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad_out):
         dropped, bits, a_w, b_w, hidden = ctx.saved_tensors
-        grad = grad.to(a_w.dtype)
+        grad = grad_out.reshape(-1, grad_out.shape[-1]).to(a_w.dtype)
         grad_b = (hidden.t() @ grad).t().mul_(ctx.scale)  # faster than grad.t() @ hidden
         grad_hidden = (grad @ b_w).mul_(ctx.scale)
         grad_a = grad_hidden.t() @ dropped
         grad_x = _masked(grad_hidden @ a_w, bits) if ctx.needs_input_grad[1] else None
-        return (grad, grad_x, grad_a.to(ctx.param_dtypes[0]), grad_b.to(ctx.param_dtypes[1]),
-                None, None)
+        return (grad_out, grad_x, grad_a.to(ctx.param_dtypes[0]),
+                grad_b.to(ctx.param_dtypes[1]), None, None)
 
 
 def _dropout_p(module: torch.nn.Module) -> float | None:
@@ -112,16 +116,14 @@ class FusedLoraLinear(PeftLoraLinear):
         if name is None:
             return super().forward(x, *args, **kwargs)
         result = self.base_layer(x)
-        if result.element_size() not in _MASK_INT:  # fp64: the bit mask needs 16/32 bits
-            return super().forward(x, *args, **kwargs)
+        if result.element_size() not in _MASK_INT or not result.is_contiguous():
+            return super().forward(x, *args, **kwargs)  # fp64: the bit mask needs 16/32 bits
         p = _dropout_p(self.lora_dropout[name])
         with torch.autocast(x.device.type, enabled=False):
             flat = x.reshape(-1, x.shape[-1]).to(result.dtype)
             bits = keep_bits(flat.shape, p, flat.dtype, flat.device) if p > 0 else None
-            out = _LoraAdd.apply(result.reshape(-1, result.shape[-1]), flat,
-                                 self.lora_A[name].weight, self.lora_B[name].weight,
-                                 self.scaling[name] / (1.0 - p), bits)
-        return out.view(result.shape)
+            return _LoraAdd.apply(result, flat, self.lora_A[name].weight,
+                                  self.lora_B[name].weight, self.scaling[name] / (1.0 - p), bits)
 
 
 def enable_fused_lora(model: torch.nn.Module) -> int:

@@ -25,7 +25,7 @@ from . import models, runs
 from .config import RunConfig
 from .data import load_examples
 from .errors import FinetuneError
-from .batching import (PadCollator, prepare_cpu_bf16, resolve_optimizer, resolve_precision,
+from .batching import (PadCollator, prepare_cpu_bf16, resolve_precision,
                        tokenize_examples)
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
@@ -256,7 +256,7 @@ class TrainingJob:
             per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
             warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm, optim=resolve_optimizer(self.config, device),
+            max_grad_norm=cfg.max_grad_norm, optim=self.config.resolved_optimizer(device),
             bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
             logging_steps=cfg.logging_steps, eval_strategy=eval_strategy,
             eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps,

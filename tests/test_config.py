@@ -111,3 +111,17 @@ def test_gpu_presets_follow_the_chapter_recipe(preset):
     assert cfg.train.learning_rate == 2e-4 and cfg.train.epochs == 3
     assert cfg.train.optimizer == "paged_adamw_8bit"
     assert (ROOT / cfg.data.path).is_file()
+
+
+@pytest.mark.parametrize("optimizer,quantization,device,want", [
+    ("auto", "none", "cpu", "adamw_torch_fused"),  # one kernel per tensor on a CPU
+    ("auto", "4bit", "cpu", "adamw_torch_fused"),
+    ("auto", "4bit", "cuda", "paged_adamw_8bit"),
+    ("auto", "none", "cuda", "adamw_torch"),
+    ("adamw_torch", "none", "cpu", "adamw_torch"),  # an explicit choice is kept
+])
+def test_optimizer_auto_resolution(optimizer, quantization, device, want):
+    cfg = RunConfig()
+    cfg.apply_override(f"train.optimizer={optimizer}")
+    cfg.apply_override(f"model.quantization={quantization}")
+    assert cfg.resolved_optimizer(device) == want

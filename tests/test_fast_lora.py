@@ -50,6 +50,16 @@ def test_fused_step_equals_peft(dtype, autocast, tol):
         assert rel(grad.float(), got[2][name].float()) < tol, name
 
 
+def test_fused_add_is_one_graph_node_without_a_gradient_copy():
+    """The in-place add must not be recorded on a view: autograd would then wrap it in
+    CopySlices, which clones and copies back the whole output gradient of every layer."""
+    model = two_layer_lora(torch.float32, dropout=0.1)
+    enable_fused_lora(model)
+    model.train()
+    out = model(torch.randn(3, 5, 64, requires_grad=True))
+    assert type(out.grad_fn).__name__ == "_LoraAddBackward"
+
+
 def test_dropout_mask_is_inverted_dropout_on_the_adapter_input():
     """With a given mask, the fused op equals ``base + s * B A (x * m / (1-p))`` and its grads."""
     torch.manual_seed(1)

@@ -83,10 +83,7 @@ def setup_for(config: RunConfig, arch: Arch, device: str) -> Setup:
             "bf16" if cpu_supports_bf16() else "fp32")
         if m.quantization != "none" and precision == "fp16":
             precision = "fp32"
-    optimizer = t.optimizer
-    if optimizer == "auto":
-        optimizer = ("paged_adamw_8bit" if device == "cuda" and m.quantization != "none"
-                     else "adamw_torch")
+    optimizer = config.resolved_optimizer(device)
     return Setup(device=device, quantization=m.quantization, double_quant=True,
                  weight_bytes=weight, precision=precision, optimizer=optimizer,
                  batch_size=t.batch_size, seq_len=t.max_seq_len,
