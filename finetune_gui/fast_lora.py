@@ -116,8 +116,9 @@ class FusedLoraLinear(PeftLoraLinear):
         if name is None:
             return super().forward(x, *args, **kwargs)
         result = self.base_layer(x)
+        # fp64 (the bit mask needs 16/32 bits) or a strided output (it is added to in place)
         if result.element_size() not in _MASK_INT or not result.is_contiguous():
-            return super().forward(x, *args, **kwargs)  # fp64: the bit mask needs 16/32 bits
+            return super().forward(x, *args, **kwargs)
         p = _dropout_p(self.lora_dropout[name])
         with torch.autocast(x.device.type, enabled=False):
             flat = x.reshape(-1, x.shape[-1]).to(result.dtype)

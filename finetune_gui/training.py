@@ -25,8 +25,7 @@ from . import models, runs
 from .config import RunConfig
 from .data import load_examples
 from .errors import FinetuneError
-from .batching import (PadCollator, prepare_cpu_bf16, resolve_precision,
-                       tokenize_examples)
+from .batching import PadCollator, prepare_cpu_bf16, resolve_precision, tokenize_examples
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
 from .fast_lora import enable_fused_lora
