@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from .cpu_kernels import head_cross_entropy
 from .templates import IGNORE_INDEX
 
 
@@ -55,8 +56,9 @@ class ResponseOnlyTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, cpu_kernels: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self._cpu_kernels = cpu_kernels  # the fused loss of finetune_gui.cpu_kernels
         self.model_accepts_loss_kwargs = True  # so the Trainer counts num_items_in_batch
         self._causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
             else self.model
@@ -79,10 +81,13 @@ class ResponseOnlyTrainer(Trainer):
                 hidden = model(**model_inputs).logits[:, :-1]
             # accelerate hands outputs back in fp32; project in the head's own dtype, as
             # the model's forward would have
-            logits = head(hidden[keep].to(head.weight.dtype))
+            hidden = hidden[keep].to(head.weight.dtype)
+            loss = head_cross_entropy(hidden, head, labels[keep]) if self._cpu_kernels else None
+            if loss is None:
+                loss = F.cross_entropy(head(hidden).float(), labels[keep], reduction="sum")
         else:
             logits = model(**model_inputs).logits[:, :-1][keep]
-        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+            loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
         if num_items_in_batch is None:  # evaluation: a plain mean over this batch
             loss = loss / keep.sum().clamp(min=1)
         else:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
-from . import models, runs
+from . import cpu_kernels, models, runs
 from .config import RunConfig
 from .data import load_examples
 from .errors import FinetuneError
@@ -236,12 +236,25 @@ class TrainingJob:
         use_fast_dropout(model)
         if cfg.train.fused_lora:
             self._log(f"fused LoRA training step on {enable_fused_lora(model)} layers")
+        self._cpu_kernels = device == "cpu" and cfg.train.cpu_kernels
+        if self._cpu_kernels:
+            self._log(self._enable_cpu_kernels(model))
         trainable, total = trainable_counts(model)
         self._log(f"trainable parameters: {trainable:,} of {total:,}")
         self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),
                      truncated=truncated, dropped=dropped)
         self._tokenizer = tokenizer
         return self._build_trainer(model, tokenizer, train_ds, eval_ds, device)
+
+    def _enable_cpu_kernels(self, model) -> str:
+        if not cpu_kernels.is_built():
+            self._log("building the fused CPU kernels (once per machine, about 30 s)")
+        counts = cpu_kernels.enable_cpu_kernels(model)
+        if not counts:
+            self._cpu_kernels = False
+            return f"fused CPU kernels unavailable: {cpu_kernels.why_unavailable()}"
+        return (f"fused CPU kernels: loss, {counts['rms_norm']} RMSNorm and "
+                f"{counts['swiglu']} SwiGLU modules")
 
     def _build_trainer(self, model, tokenizer, train_ds, eval_ds, device: str):
         cfg = self.config.train
@@ -272,7 +285,8 @@ class TrainingJob:
         trainer = ResponseOnlyTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
             data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-            callbacks=[_JobCallback(self), *self._tracking_callbacks()])
+            callbacks=[_JobCallback(self), *self._tracking_callbacks()],
+            cpu_kernels=self._cpu_kernels)
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 

@@ -54,6 +54,11 @@ if [ $want_tests = 1 ] && ! dpkg -s $browser_packages >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $browser_packages >/dev/null
 fi
 
+# Build the fused CPU training kernels once for this machine (optional: without a C++
+# compiler training uses PyTorch's own ops).
+$VENV/bin/python -c "from finetune_gui import cpu_kernels as k; \
+print('setup: fused CPU kernels', 'ready' if k.load() else 'unavailable: ' + k.why_unavailable())"
+
 # Convert the embedded GGUF once into the user cache, so the first load is fast.
 TQDM_DISABLE=1 $VENV/bin/python -c "from finetune_gui.models import resolve_source; \
 print('setup: embedded model ready at', resolve_source('smollm2-135m-instruct').location)"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,10 @@ def assert_learned(state):
     {"model.quantization": "8bit"},
     {"train.fused_lora": False},
     {"lora.dropout": 0.1, "train.precision": "bf16", "train.gradient_checkpointing": True},
+    {"train.cpu_kernels": False, "train.precision": "bf16"},
 ], ids=["default", "qv-r4", "checkpointing", "bf16-checkpointing", "dora", "rslora-chatml",
-        "qlora-4bit", "8bit", "peft-forward", "fused-dropout-bf16-checkpointing"])
+        "qlora-4bit", "8bit", "peft-forward", "fused-dropout-bf16-checkpointing",
+        "eager-cpu-ops"])
 def test_loss_falls(tiny_config, overrides):
     for key, value in overrides.items():
         tiny_config.set(key, value)
@@ -48,6 +51,10 @@ def test_loss_falls(tiny_config, overrides):
     assert bool(fused) == tiny_config.train.fused_lora
     if fused and plain_lora:
         assert "on 0 layers" not in fused[0]
+    kernels = [line for line in state.log if "fused CPU kernels" in line]
+    assert bool(kernels) == tiny_config.train.cpu_kernels
+    if kernels and shutil.which("c++"):  # the tiny Llama: 2 layers, 2 norms each + final
+        assert "loss, 5 RMSNorm and 2 SwiGLU modules" in kernels[-1], kernels
 
 
 def test_run_folder_and_adapter_loads_with_plain_peft(tiny_config):

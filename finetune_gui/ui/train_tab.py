@@ -47,6 +47,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             with gr.Row():
                 ui.field("train.gradient_checkpointing")
                 ui.field("train.fused_lora")
+                ui.field("train.cpu_kernels")
                 ui.field("train.output_dir", "text", elem_id="train-output")
         with gr.Column(scale=3):
             with gr.Row():

@@ -1,0 +1,205 @@
+"""Fused CPU kernels for training: cross-entropy, RMSNorm and SwiGLU in one pass each.
+
+On a CPU, after the matmuls, most of a LoRA training step is elementwise work that eager
+PyTorch spreads over many passes through memory: the loss alone upcasts the logits to fp32,
+takes a log-softmax, builds a zero-filled one-hot gradient and casts it back. The kernels in
+``csrc/cpu_kernels.cpp`` do the same maths with the same roundings in one or two passes.
+
+They are an optional backend: built once per machine with the system's C++ compiler (about
+half a minute; ``scripts/setup.sh`` does it) into the user cache. Without a compiler, or
+with ``FINETUNE_GUI_CPU_KERNELS=0``, training runs the eager code, just slower. Each module
+falls back to its own forward for anything the kernels do not cover (evaluation, a trained
+norm weight, fp16/fp64, CUDA tensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
+_FLAGS = ["-O3", "-march=native", "-fopenmp"]
+_state: dict = {}
+
+
+def _cpu_tag() -> str:
+    """What ``-march=native`` depends on, so a home shared between machines stays correct."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return flags
+
+
+def build_dir() -> Path:
+    key = hashlib.sha256(b"\0".join(s.encode() for s in (
+        SOURCE.read_text(), torch.__version__, platform.machine(), _cpu_tag(),
+        " ".join(_FLAGS)))).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "finetune_gui" / "kernels" / key
+
+
+def is_built() -> bool:
+    return any(build_dir().glob("*.so"))
+
+
+def load(verbose: bool = False):
+    """The compiled kernels, building them on first use; None (see ``why_unavailable``)."""
+    if "module" in _state:
+        return _state["module"]
+    module, reason = None, None
+    if os.environ.get("FINETUNE_GUI_CPU_KERNELS", "1") == "0":
+        reason = "turned off by FINETUNE_GUI_CPU_KERNELS=0"
+    elif not (shutil.which("c++") or shutil.which("g++")):
+        reason = "no C++ compiler found (install g++ for faster CPU training)"
+    else:
+        try:
+            from torch.utils.cpp_extension import load as build
+            folder = build_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            # torch runs `ninja` from PATH: find the one pip put beside this interpreter
+            venv_bin = str(Path(sys.executable).parent)
+            if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+                os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+            module = build("finetune_gui_cpu_kernels", sources=[str(SOURCE)],
+                           extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                           build_directory=str(folder), verbose=verbose)
+        except Exception as exc:  # a broken toolchain must not stop training
+            lines = str(exc).strip().splitlines()
+            first_error = next((ln for ln in lines if "error" in ln.lower()), lines[-1])
+            reason = f"could not build them: {first_error.strip()[:300]}"
+    _state.update(module=module, reason=reason)
+    return module
+
+
+def why_unavailable() -> str | None:
+    load()
+    return _state["reason"]
+
+
+def _covered(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float32)
+               for t in tensors)
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T (+ bias)``; the head's weights frozen.
+
+    The logits gradient is formed in the forward pass (it needs nothing the backward adds
+    but a scale), turned into the hidden-state gradient at once, and the logits freed: no
+    rows x vocabulary tensor outlives the call.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets):
+        logits = F.linear(hidden, weight, bias).contiguous()
+        losses, grad_logits = load().softmax_xent(logits, targets.contiguous())
+        del logits
+        ctx.save_for_backward(grad_logits @ weight if ctx.needs_input_grad[0] else None)
+        return losses.sum()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_hidden * grad_loss.to(grad_hidden.dtype), None, None, None
+
+
+def head_cross_entropy(hidden: torch.Tensor, head: torch.nn.Linear,
+                       targets: torch.Tensor) -> torch.Tensor | None:
+    """Summed cross-entropy of ``head(hidden)``; None where the kernels do not cover it."""
+    weight, bias = head.weight, head.bias
+    if load() is None or weight.requires_grad or (bias is not None and bias.requires_grad) \
+            or not _covered(hidden, weight) or hidden.dtype != weight.dtype:
+        return None
+    with torch.autocast("cpu", enabled=False):
+        return _HeadCrossEntropy.apply(hidden, weight, bias, targets)
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        y, inv_rms = load().rms_norm_forward(x, weight, eps)
+        ctx.save_for_backward(x, weight, inv_rms)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, inv_rms = ctx.saved_tensors
+        return load().rms_norm_backward(grad, x, weight, inv_rms), None, None
+
+
+class _SwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return load().swiglu_forward(gate, up)
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up = ctx.saved_tensors
+        d_gate, d_up = load().swiglu_backward(grad, gate, up)
+        return d_gate, d_up
+
+
+def _training(module: torch.nn.Module) -> bool:
+    return module.training and torch.is_grad_enabled()
+
+
+def _fused_rms_forward(self, hidden_states):
+    weight = self.weight
+    if _training(self) and not weight.requires_grad and hidden_states.is_contiguous() \
+            and _covered(hidden_states) and weight.dtype == hidden_states.dtype:
+        return _RMSNorm.apply(hidden_states, weight, float(self.variance_epsilon))
+    return super(type(self), self).forward(hidden_states)
+
+
+def _fused_mlp_forward(self, x):
+    if not _training(self):
+        return super(type(self), self).forward(x)
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    if gate.is_contiguous() and up.is_contiguous() and _covered(gate) and gate.dtype == up.dtype:
+        return self.down_proj(_SwiGLU.apply(gate, up))
+    return self.down_proj(self.act_fn(gate) * up)
+
+
+# The modules whose eager forward the kernels reproduce, by class name: Llama's RMSNorm
+# (``weight * to_dtype(x * rsqrt(mean(x^2) + eps))``) and its SiLU-gated MLP. Others (Gemma's
+# ``1 + weight`` norm, GELU MLPs) keep their own forward.
+_RMS_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
+_SWIGLU_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
+_fused_classes: dict[type, type] = {}
+
+
+def _fused_class(cls: type, forward) -> type:
+    if cls not in _fused_classes:
+        _fused_classes[cls] = type(f"Fused{cls.__name__}", (cls,), {"forward": forward})
+    return _fused_classes[cls]
+
+
+def enable_cpu_kernels(model: torch.nn.Module) -> dict[str, int]:
+    """Give Llama-style norms and MLPs the fused training forward; counts of each.
+
+    Empty when the kernels are unavailable. Call it after LoRA is attached: the MLP's
+    projections are looked up at call time, so their adapters still run.
+    """
+    if load() is None:
+        return {}
+    counts = {"rms_norm": 0, "swiglu": 0}
+    for module in model.modules():
+        name = type(module).__name__
+        if name in _RMS_NORMS and hasattr(module, "variance_epsilon"):
+            module.__class__ = _fused_class(type(module), _fused_rms_forward)
+            counts["rms_norm"] += 1
+        elif name in _SWIGLU_MLPS and getattr(getattr(module, "config", None), "hidden_act",
+                                              None) == "silu":
+            module.__class__ = _fused_class(type(module), _fused_mlp_forward)
+            counts["swiglu"] += 1
+    return counts
