@@ -3,7 +3,8 @@
 On a CPU, after the matmuls, most of a LoRA training step is elementwise work that eager
 PyTorch spreads over many passes through memory: the loss alone upcasts the logits to fp32,
 takes a log-softmax, builds a zero-filled one-hot gradient and casts it back. The kernels in
-``csrc/cpu_kernels.cpp`` do the same maths with the same roundings in one or two passes.
+``csrc/cpu_kernels.cpp`` do the same maths with the same roundings in one or two passes, and
+draw the fused LoRA step's dropout masks.
 
 They are an optional backend: built once per machine with the system's C++ compiler (about
 half a minute; ``scripts/setup.sh`` does it) into the user cache. Without a compiler, or
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .fast_lora import FusedLoraLinear
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -185,16 +188,21 @@ def _fused_class(cls: type, forward) -> type:
 
 
 def enable_cpu_kernels(model: torch.nn.Module) -> dict[str, int]:
-    """Give Llama-style norms and MLPs the fused training forward; counts of each.
+    """Give Llama-style norms and MLPs the fused training forward, and fused LoRA layers
+    the kernels' dropout masks; counts of each.
 
-    Empty when the kernels are unavailable. Call it after LoRA is attached: the MLP's
-    projections are looked up at call time, so their adapters still run.
+    Empty when the kernels are unavailable. Call it after LoRA is attached (and after
+    ``enable_fused_lora``): the MLP's projections are looked up at call time, so their
+    adapters still run.
     """
     if load() is None:
         return {}
-    counts = {"rms_norm": 0, "swiglu": 0}
+    counts = {"rms_norm": 0, "swiglu": 0, "lora_dropout": 0}
     for module in model.modules():
         name = type(module).__name__
+        if isinstance(module, FusedLoraLinear):
+            module.mask_kernels = load()
+            counts["lora_dropout"] += 1
         if name in _RMS_NORMS and hasattr(module, "variance_epsilon"):
             module.__class__ = _fused_class(type(module), _fused_rms_forward)
             counts["rms_norm"] += 1

@@ -56,7 +56,8 @@ def test_fused_norms_and_mlps_match_eager(arch, dtype):
     model_cls, config, (norms, mlps) = ARCHITECTURES[arch]
     eager = frozen(model_cls, config, dtype)
     fused = copy.deepcopy(eager)
-    assert cpu_kernels.enable_cpu_kernels(fused) == {"rms_norm": norms, "swiglu": mlps}
+    assert cpu_kernels.enable_cpu_kernels(fused) == {"rms_norm": norms, "swiglu": mlps,
+                                                      "lora_dropout": 0}
     ids = torch.randint(0, 300, (3, 11))
     (want, want_grad), (got, got_grad) = (logits_and_input_grad(m, ids) for m in (eager, fused))
     if dtype == torch.float32:

@@ -1,11 +1,13 @@
 """The fused LoRA training step computes what peft computes: outputs, input and weight grads."""
 
 import copy
+import shutil
 
 import peft
 import pytest
 import torch
 
+from finetune_gui import cpu_kernels
 from finetune_gui.fast_lora import FusedLoraLinear, _LoraAdd, enable_fused_lora, keep_bits
 
 
@@ -82,22 +84,40 @@ def test_dropout_mask_is_inverted_dropout_on_the_adapter_input():
         assert torch.allclose(mine, theirs, atol=1e-4)
 
 
+@pytest.fixture(params=["numpy", "cpu_kernels"])
+def mask_kernels(request):
+    """Where CPU dropout masks come from: numpy, or the compiled kernels where they build."""
+    if request.param == "numpy":
+        return None
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler for the CPU kernels")
+    kernels = cpu_kernels.load()
+    assert kernels is not None, cpu_kernels.why_unavailable()
+    return kernels
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_keep_bits_drop_at_rate_p_and_follow_torch_seed(dtype):
+def test_keep_bits_drop_at_rate_p_and_follow_torch_seed(dtype, mask_kernels):
+    cpu = torch.device("cpu")
     torch.manual_seed(3)
-    bits = keep_bits((1000, 1000), 0.05, dtype, torch.device("cpu"))
+    bits = keep_bits((1000, 1001), 0.05, dtype, cpu, mask_kernels)
+    assert bits.shape == (1000, 1001)
     assert bits.element_size() == torch.empty((), dtype=dtype).element_size()
     assert set(bits.unique().tolist()) == {0, -1}
     assert abs((bits == 0).float().mean().item() - 0.05) < 0.002
+    assert abs((bits[:, :500] == 0).float().mean() - (bits[:, 500:] == 0).float().mean()) < 0.003
     torch.manual_seed(3)
-    assert torch.equal(bits, keep_bits((1000, 1000), 0.05, dtype, torch.device("cpu")))
+    assert torch.equal(bits, keep_bits((1000, 1001), 0.05, dtype, cpu, mask_kernels))
+    assert not torch.equal(bits, keep_bits((1000, 1001), 0.05, dtype, cpu, mask_kernels))
 
 
-def test_fused_dropout_survives_checkpoint_recomputation():
+def test_fused_dropout_survives_checkpoint_recomputation(mask_kernels):
     """Recomputed activations must see the same masks, or the gradients would be wrong."""
     from torch.utils.checkpoint import checkpoint
     model = two_layer_lora(torch.float32, dropout=0.3)
     enable_fused_lora(model)
+    if mask_kernels is not None:
+        assert cpu_kernels.enable_cpu_kernels(model)["lora_dropout"] == 2
     model.train()
     x = torch.randn(4, 64, requires_grad=True)
 

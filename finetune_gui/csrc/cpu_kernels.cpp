@@ -261,6 +261,55 @@ std::vector<torch::Tensor> swiglu_backward(const torch::Tensor& grad, const torc
   return {d_gate, d_up};
 }
 
+// ---- dropout masks -----------------------------------------------------------------------
+// -1 (all bits set: keep) or 0 (drop) per element, as 16- or 32-bit integers the width of the
+// activations they mask with one bitwise AND. Element i is dropped when the i % 4-th 16-bit
+// lane of splitmix64(seed + (i / 4 + 1) * golden) is below p * 65536: a counter-based draw,
+// so the same seed gives the same mask in any thread split.
+inline uint64_t splitmix64(uint64_t seed, uint64_t counter) {
+  uint64_t z = seed + (counter + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// the mask of lane k (0..3) of a draw, `width` bits wide, at bit offset `shift` of a word
+inline uint64_t lane_mask(uint64_t draw, int k, uint64_t threshold, int width, int shift) {
+  const uint64_t ones = width == 16 ? 0xFFFFull : 0xFFFFFFFFull;
+  return ((draw >> (16 * k)) & 0xFFFFull) < threshold ? 0ull : ones << shift;
+}
+
+// 16-bit masks: four lanes fill one 64-bit word; 32-bit masks: two words per draw
+void dropout_words(uint64_t* out, int64_t draws, int width, uint64_t threshold, uint64_t seed) {
+  at::parallel_for(0, draws, 2048, [&](int64_t begin, int64_t end) {
+    if (width == 16) {
+#pragma omp simd
+      for (int64_t w = begin; w < end; ++w) {
+        const uint64_t z = splitmix64(seed, w);
+        out[w] = lane_mask(z, 0, threshold, 16, 0) | lane_mask(z, 1, threshold, 16, 16) |
+                 lane_mask(z, 2, threshold, 16, 32) | lane_mask(z, 3, threshold, 16, 48);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t w = begin; w < end; ++w) {
+        const uint64_t z = splitmix64(seed, w);
+        out[2 * w] = lane_mask(z, 0, threshold, 32, 0) | lane_mask(z, 1, threshold, 32, 32);
+        out[2 * w + 1] = lane_mask(z, 2, threshold, 32, 0) | lane_mask(z, 3, threshold, 32, 32);
+      }
+    }
+  });
+}
+
+torch::Tensor dropout_bits(int64_t count, double p, int64_t seed, int64_t bytes) {
+  TORCH_CHECK(p >= 0 && p < 1, "dropout p must be in [0, 1)");
+  TORCH_CHECK(bytes == 2 || bytes == 4, "masks are 16 or 32 bits wide");
+  const int64_t draws = (count + 3) / 4;
+  auto words = torch::empty({draws * bytes / 2}, torch::dtype(torch::kInt64));
+  dropout_words(reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>()), draws, 8 * bytes,
+                static_cast<uint64_t>(std::lround(p * 65536)), static_cast<uint64_t>(seed));
+  return words.view(bytes == 2 ? torch::kInt16 : torch::kInt32).narrow(0, 0, count);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -269,4 +318,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_backward", &rms_norm_backward, "Llama RMSNorm input gradient (frozen weight)");
   m.def("swiglu_forward", &swiglu_forward, "silu(gate) * up");
   m.def("swiglu_backward", &swiglu_backward, "gradients of silu(gate) * up");
+  m.def("dropout_bits", &dropout_bits, "integer dropout mask: -1 keep, 0 drop");
 }
