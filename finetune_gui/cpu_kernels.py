@@ -1,4 +1,4 @@
-"""Fused CPU kernels for training: cross-entropy, RMSNorm and SwiGLU in one pass each.
+"""Fused CPU kernels for training: cross-entropy, RMSNorm, SwiGLU, attention softmax.
 
 On a CPU, after the matmuls, most of a LoRA training step is elementwise work that eager
 PyTorch spreads over many passes through memory: the loss alone upcasts the logits to fp32,
@@ -152,6 +152,23 @@ class _SwiGLU(torch.autograd.Function):
         return d_gate, d_up
 
 
+class _AttentionSoftmax(torch.autograd.Function):
+    """``softmax(scores * scale + mask)`` in one pass; saves only the probabilities, which
+    the following matmul saves anyway (eager also keeps an fp32 copy)."""
+
+    @staticmethod
+    def forward(ctx, scores, mask, scale):
+        probs = load().attention_softmax_forward(scores, mask, scale)
+        ctx.save_for_backward(probs)
+        ctx.scale = scale
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        (probs,) = ctx.saved_tensors
+        return load().attention_softmax_backward(grad, probs, ctx.scale), None, None
+
+
 def _training(module: torch.nn.Module) -> bool:
     return module.training and torch.is_grad_enabled()
 
@@ -173,11 +190,49 @@ def _fused_mlp_forward(self, x):
     return self.down_proj(self.act_fn(gate) * up)
 
 
+def fused_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0,
+                          **kwargs):
+    """transformers' eager attention with the scale, mask and softmax as one kernel."""
+    from transformers.models.llama.modeling_llama import eager_attention_forward, repeat_kv
+    if not _training(module) or dropout or attention_mask is None or not _covered(query) \
+            or attention_mask.dtype != query.dtype or attention_mask.dim() != 4 \
+            or attention_mask.stride(-1) != 1 \
+            or attention_mask.shape[-2:] != (query.shape[-2], key.shape[-2]):
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling,
+                                       dropout, **kwargs)
+    keys = repeat_kv(key, module.num_key_value_groups)
+    values = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, keys.transpose(2, 3)).contiguous()
+    probs = _AttentionSoftmax.apply(scores, attention_mask, float(scaling))
+    return torch.matmul(probs, values).transpose(1, 2).contiguous(), probs
+
+
+ATTENTION = "finetune_gui_cpu"  # its name in transformers' attention and mask registries
+
+
+def _use_fused_attention(model: torch.nn.Module) -> int:
+    """Switch a model on eager attention, whose attention modules all follow Llama's, to
+    ``fused_eager_attention``; returns how many attention modules it covers."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    attentions = [m for m in model.modules() if type(m).__name__.endswith("Attention")
+                  and hasattr(m, "num_key_value_groups")]
+    config = getattr(model, "config", None)
+    if not attentions or getattr(config, "_attn_implementation", None) != "eager" \
+            or any(type(m).__name__ not in _ATTENTIONS for m in attentions):
+        return 0
+    AttentionInterface.register(ATTENTION, fused_eager_attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)
+    model.set_attn_implementation(ATTENTION)
+    return len(attentions)
+
+
 # The modules whose eager forward the kernels reproduce, by class name: Llama's RMSNorm
 # (``weight * to_dtype(x * rsqrt(mean(x^2) + eps))``) and its SiLU-gated MLP. Others (Gemma's
 # ``1 + weight`` norm, GELU MLPs) keep their own forward.
 _RMS_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
 _SWIGLU_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
+_ATTENTIONS = {"LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention"}
 _fused_classes: dict[type, type] = {}
 
 
@@ -188,8 +243,8 @@ def _fused_class(cls: type, forward) -> type:
 
 
 def enable_cpu_kernels(model: torch.nn.Module) -> dict[str, int]:
-    """Give Llama-style norms and MLPs the fused training forward, and fused LoRA layers
-    the kernels' dropout masks; counts of each.
+    """Give Llama-style norms, MLPs and eager attention the fused training forward, and fused
+    LoRA layers the kernels' dropout masks; counts of each.
 
     Empty when the kernels are unavailable. Call it after LoRA is attached (and after
     ``enable_fused_lora``): the MLP's projections are looked up at call time, so their
@@ -197,7 +252,9 @@ def enable_cpu_kernels(model: torch.nn.Module) -> dict[str, int]:
     """
     if load() is None:
         return {}
-    counts = {"rms_norm": 0, "swiglu": 0, "lora_dropout": 0}
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    counts = {"rms_norm": 0, "swiglu": 0, "lora_dropout": 0,
+              "attention": _use_fused_attention(causal_lm)}
     for module in model.modules():
         name = type(module).__name__
         if isinstance(module, FusedLoraLinear):

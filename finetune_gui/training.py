@@ -253,9 +253,9 @@ class TrainingJob:
         if not counts:
             self._cpu_kernels = False
             return f"fused CPU kernels unavailable: {cpu_kernels.why_unavailable()}"
-        return (f"fused CPU kernels: loss, {counts['rms_norm']} RMSNorm and "
-                f"{counts['swiglu']} SwiGLU modules, dropout masks of "
-                f"{counts['lora_dropout']} LoRA layers")
+        return (f"fused CPU kernels: loss, {counts['rms_norm']} RMSNorm, "
+                f"{counts['swiglu']} SwiGLU and {counts['attention']} attention modules, "
+                f"dropout masks of {counts['lora_dropout']} LoRA layers")
 
     def _build_trainer(self, model, tokenizer, train_ds, eval_ds, device: str):
         cfg = self.config.train

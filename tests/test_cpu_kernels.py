@@ -36,12 +36,15 @@ def frozen(model_cls, config, dtype):
     torch.manual_seed(0)
     model = model_cls(config).to(dtype).train()
     model.requires_grad_(False)
+    model.set_attn_implementation("eager")  # as the training job sets it for bf16 on a CPU
     return model
 
 
 def logits_and_input_grad(model, ids):
     embeds = model.get_input_embeddings()(ids).detach().requires_grad_()
-    logits = model(inputs_embeds=embeds).logits
+    padded = torch.ones_like(ids)
+    padded[0, -4:] = 0  # a padded row, as in a batch
+    logits = model(inputs_embeds=embeds, attention_mask=padded).logits
     (logits.float() * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
     return logits.detach().float(), embeds.grad.float()
 
@@ -57,7 +60,8 @@ def test_fused_norms_and_mlps_match_eager(arch, dtype):
     eager = frozen(model_cls, config, dtype)
     fused = copy.deepcopy(eager)
     assert cpu_kernels.enable_cpu_kernels(fused) == {"rms_norm": norms, "swiglu": mlps,
-                                                      "lora_dropout": 0}
+                                                      "lora_dropout": 0, "attention": 2}
+    assert fused.config._attn_implementation == cpu_kernels.ATTENTION
     ids = torch.randint(0, 300, (3, 11))
     (want, want_grad), (got, got_grad) = (logits_and_input_grad(m, ids) for m in (eager, fused))
     if dtype == torch.float32:
@@ -86,7 +90,7 @@ def test_fused_modules_fall_back_outside_training():
         seen.add(node)
         stack.extend(next_fn for next_fn, _ in node.next_functions)
     names = {type(node).__name__ for node in seen}
-    assert {"_RMSNormBackward", "_SwiGLUBackward"} <= names
+    assert {"_RMSNormBackward", "_SwiGLUBackward", "_AttentionSoftmaxBackward"} <= names
 
 
 def test_trained_norm_weight_keeps_the_eager_forward():
@@ -151,3 +155,11 @@ def test_turned_off_by_environment(monkeypatch):
     model_cls, config, _ = ARCHITECTURES["llama"]
     assert cpu_kernels.enable_cpu_kernels(frozen(model_cls, config, torch.float32)) == {}
     assert "FINETUNE_GUI_CPU_KERNELS=0" in cpu_kernels.why_unavailable()
+
+
+def test_attention_is_switched_only_from_eager():
+    model_cls, config, _ = ARCHITECTURES["llama"]
+    model = frozen(model_cls, config, torch.bfloat16)
+    model.set_attn_implementation("sdpa")  # the user's choice, or fp32 training
+    assert cpu_kernels.enable_cpu_kernels(model)["attention"] == 0
+    assert model.config._attn_implementation == "sdpa"

@@ -43,9 +43,10 @@ template <> inline BFloat16 from_float<BFloat16>(float x) {
 template <typename T> inline float rounded(float x) { return to_float(from_float<T>(x)); }
 
 // exp(x) = 2^n * exp(r) with |r| <= ln2/2 and Cephes' polynomial for exp(r): within 2 ulp of
-// libm over the range where fp32 exp is finite and normal; NaN in, NaN out.
+// libm where fp32 exp is finite and normal, 0 below that; NaN in, NaN out.
 inline float vexp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const bool underflow = x < -87.0f;  // exp < 1.6e-38: 0, as the masked scores need
+  x = underflow ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float shifted = x * 1.44269504088896341f + shifter;
   const float n = shifted - shifter;
@@ -61,7 +62,7 @@ inline float vexp(float x) {
   uint32_t scale_bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);
-  return y * scale;
+  return underflow ? 0.f : y * scale;
 }
 
 inline float sigmoid(float v) { return 1.f / (1.f + vexp(-v)); }
@@ -261,6 +262,97 @@ std::vector<torch::Tensor> swiglu_backward(const torch::Tensor& grad, const torc
   return {d_gate, d_up};
 }
 
+// ---- attention probabilities: softmax(scores * scale + mask) --------------------------------
+// As transformers' eager attention: the scaled scores and the masked scores are each rounded
+// to the tensor's dtype, the softmax is taken in fp32 and rounded back. scores: (B, H, Q, K)
+// contiguous; mask: (B, 1 or H, Q, K), additive, any strides but a unit last one.
+template <typename T>
+void softmax_rows(const T* scores, const T* mask, T* probs, int64_t heads, int64_t queries,
+                  int64_t keys, const int64_t* mask_strides, bool mask_per_head, float scale,
+                  int64_t rows) {
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(keys);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t q = i % queries, h = (i / queries) % heads, b = i / (queries * heads);
+      const T* x = scores + i * keys;
+      const T* m = mask + b * mask_strides[0] + (mask_per_head ? h * mask_strides[1] : 0) +
+                   q * mask_strides[2];
+      float* r = row.data();
+      float top = -INFINITY;
+#pragma omp simd reduction(max : top)
+      for (int64_t j = 0; j < keys; ++j) {
+        r[j] = rounded<T>(rounded<T>(to_float(x[j]) * scale) + to_float(m[j]));
+        top = r[j] > top ? r[j] : top;
+      }
+      float total = 0.f;
+#pragma omp simd reduction(+ : total)
+      for (int64_t j = 0; j < keys; ++j) {
+        r[j] = vexp(r[j] - top);
+        total += r[j];
+      }
+      const float inv = 1.f / total;
+      T* p = probs + i * keys;
+#pragma omp simd
+      for (int64_t j = 0; j < keys; ++j) p[j] = from_float<T>(r[j] * inv);
+    }
+  });
+}
+
+// d scores = scale * to_dtype(p * (g - sum(g * p))): the eager chain's backward, from the
+// rounded probabilities the forward returned.
+template <typename T>
+void softmax_grad_rows(const T* grad, const T* probs, T* out, float scale, int64_t rows,
+                       int64_t keys) {
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* g = grad + i * keys;
+      const T* p = probs + i * keys;
+      float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < keys; ++j) dot += to_float(g[j]) * to_float(p[j]);
+      T* o = out + i * keys;
+#pragma omp simd
+      for (int64_t j = 0; j < keys; ++j)
+        o[j] = from_float<T>(rounded<T>(to_float(p[j]) * (to_float(g[j]) - dot)) * scale);
+    }
+  });
+}
+
+torch::Tensor attention_softmax_forward(const torch::Tensor& scores, const torch::Tensor& mask,
+                                        double scale) {
+  check_cpu(scores, "scores");
+  TORCH_CHECK(scores.dim() == 4 && mask.dim() == 4 && mask.scalar_type() == scores.scalar_type(),
+              "scores and mask must be 4-D and of one dtype");
+  TORCH_CHECK(mask.size(0) == scores.size(0) && mask.size(2) == scores.size(2) &&
+              mask.size(3) == scores.size(3) && mask.stride(3) == 1 &&
+              (mask.size(1) == 1 || mask.size(1) == scores.size(1)),
+              "mask must be (batch, 1 or heads, queries, keys) with a unit last stride");
+  auto probs = torch::empty_like(scores);
+  const int64_t strides[3] = {mask.stride(0), mask.stride(1), mask.stride(2)};
+  DISPATCH_FP32_BF16(scores.scalar_type(), "attention_softmax_forward", [&] {
+    softmax_rows<scalar_t>(scores.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(),
+                           probs.data_ptr<scalar_t>(), scores.size(1), scores.size(2),
+                           scores.size(3), strides, mask.size(1) > 1, static_cast<float>(scale),
+                           scores.numel() / scores.size(3));
+  });
+  return probs;
+}
+
+torch::Tensor attention_softmax_backward(const torch::Tensor& grad, const torch::Tensor& probs,
+                                         double scale) {
+  check_cpu(probs, "probs");
+  auto g = grad.contiguous();
+  TORCH_CHECK(g.sizes() == probs.sizes() && g.scalar_type() == probs.scalar_type(),
+              "grad must match probs");
+  auto out = torch::empty_like(probs);
+  DISPATCH_FP32_BF16(probs.scalar_type(), "attention_softmax_backward", [&] {
+    softmax_grad_rows<scalar_t>(g.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(),
+                                out.data_ptr<scalar_t>(), static_cast<float>(scale),
+                                probs.numel() / probs.size(-1), probs.size(-1));
+  });
+  return out;
+}
+
 // ---- dropout masks -----------------------------------------------------------------------
 // -1 (all bits set: keep) or 0 (drop) per element, as 16- or 32-bit integers the width of the
 // activations they mask with one bitwise AND. Element i is dropped when the i % 4-th 16-bit
@@ -318,5 +410,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_backward", &rms_norm_backward, "Llama RMSNorm input gradient (frozen weight)");
   m.def("swiglu_forward", &swiglu_forward, "silu(gate) * up");
   m.def("swiglu_backward", &swiglu_backward, "gradients of silu(gate) * up");
+  m.def("attention_softmax_forward", &attention_softmax_forward,
+        "softmax(scores * scale + mask) as eager attention rounds it");
+  m.def("attention_softmax_backward", &attention_softmax_backward,
+        "gradient of attention_softmax_forward for its scores");
   m.def("dropout_bits", &dropout_bits, "integer dropout mask: -1 keep, 0 drop");
 }
