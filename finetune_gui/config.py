@@ -134,9 +134,9 @@ class TrainConfig:
         "Run each plain LoRA layer's training step as one fused operation: the same maths "
         "with fewer passes over memory (about 1.25x faster on CPU). Off = peft's own path."))
     cpu_kernels: bool = _f(True, help=(
-        "On a CPU, run the loss, RMSNorm and SwiGLU as fused C++ kernels built once for this "
-        "machine (about 30 s, needs a C++ compiler): the same results in fewer passes over "
-        "memory. Off, or without a compiler = PyTorch's own ops."))
+        "On a CPU, run the loss, norms, SwiGLU, attention softmax and dropout masks as C++ "
+        "kernels built once for this machine (about 30 s, needs a C++ compiler): the same "
+        "results in fewer passes over memory. Off, or no compiler = PyTorch's own ops."))
     group_by_length: bool = _f(True, help=(
         "Batch examples of similar length together so little compute is spent on padding."))
     logging_steps: int = _f(1, min=1, help="Log loss every N optimizer steps.")

@@ -286,7 +286,7 @@ ZH_HELP: dict[str, str] = {
     "train.precision": "训练的混合精度。auto = 硬件支持时用 bf16。",
     "train.group_by_length": "把长度相近的样本放在同一批，减少填充浪费的计算。",
     "train.fused_lora": "把每个 LoRA 层的训练计算合成一步：数学上相同，内存读写更少（CPU 上约快 1.25 倍）。关闭则用 peft 自己的实现。",
-    "train.cpu_kernels": "在 CPU 上把损失、RMSNorm 和 SwiGLU 换成为本机编译一次的融合 C++ 内核（约 30 秒，需要 C++ 编译器）：结果相同，内存读写更少。关闭或没有编译器时用 PyTorch 自带的算子。",
+    "train.cpu_kernels": "在 CPU 上把损失、归一化、SwiGLU、注意力 softmax 和 dropout 掩码换成为本机编译一次的 C++ 内核（约 30 秒，需要 C++ 编译器）：结果相同，内存读写更少。关闭或没有编译器时用 PyTorch 自带的算子。",
     "train.logging_steps": "每 N 个优化步记录一次损失。",
     "train.eval_steps": "每 N 步计算一次验证损失（0 = 每轮一次）。",
     "train.save_steps": "每 N 步保存一个可继续训练的检查点。",

@@ -48,7 +48,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.field("train.gradient_checkpointing")
                 ui.field("train.fused_lora")
                 ui.field("train.cpu_kernels")
-                ui.field("train.output_dir", "text", elem_id="train-output")
+            ui.field("train.output_dir", "text", elem_id="train-output")
         with gr.Column(scale=3):
             with gr.Row():
                 start = gr.Button(ui.t("train.start"), variant="primary", elem_id="train-start")
