@@ -76,7 +76,7 @@ def load(verbose: bool = False):
                            extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
                            build_directory=str(folder), verbose=verbose)
         except Exception as exc:  # a broken toolchain must not stop training
-            lines = str(exc).strip().splitlines()
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
             first_error = next((ln for ln in lines if "error" in ln.lower()), lines[-1])
             reason = f"could not build them: {first_error.strip()[:300]}"
     _state.update(module=module, reason=reason)

@@ -73,6 +73,28 @@ void check_cpu(const torch::Tensor& t, const char* name) {
               name, " must be bf16 or fp32");
 }
 
+// Softmax of an fp32 row: `r` ends up holding the probabilities, `out` them in T. Returns the
+// row's log-sum-exp.
+template <typename T>
+float softmax_row(float* r, int64_t n, T* out) {
+  float top = -INFINITY;
+#pragma omp simd reduction(max : top)
+  for (int64_t j = 0; j < n; ++j) top = r[j] > top ? r[j] : top;
+  float total = 0.f;
+#pragma omp simd reduction(+ : total)
+  for (int64_t j = 0; j < n; ++j) {
+    r[j] = vexp(r[j] - top);
+    total += r[j];
+  }
+  const float inv = 1.f / total;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    r[j] *= inv;
+    out[j] = from_float<T>(r[j]);
+  }
+  return top + std::log(total);
+}
+
 // ---- cross-entropy over the vocabulary, with its gradient -------------------------------
 // Per row: loss = logsumexp(x) - x[target]; grad = softmax(x) - onehot(target), in the
 // logits' dtype (the eager path casts its fp32 gradient to that dtype before the head's
@@ -85,25 +107,13 @@ void xent_rows(const T* x, const int64_t* targets, float* loss, T* grad, int64_t
     for (int64_t i = begin; i < end; ++i) {
       const T* xi = x + i * vocab;
       float* r = row.data();
-      float top = -INFINITY;
-#pragma omp simd reduction(max : top)
-      for (int64_t j = 0; j < vocab; ++j) {
-        r[j] = to_float(xi[j]);
-        top = r[j] > top ? r[j] : top;
-      }
-      float total = 0.f;
-#pragma omp simd reduction(+ : total)
-      for (int64_t j = 0; j < vocab; ++j) {
-        r[j] = vexp(r[j] - top);
-        total += r[j];
-      }
-      const float inv = 1.f / total;
-      T* gi = grad + i * vocab;
 #pragma omp simd
-      for (int64_t j = 0; j < vocab; ++j) gi[j] = from_float<T>(r[j] * inv);
+      for (int64_t j = 0; j < vocab; ++j) r[j] = to_float(xi[j]);
+      T* gi = grad + i * vocab;
+      const float lse = softmax_row(r, vocab, gi);
       const int64_t t = targets[i];
-      loss[i] = top + std::log(total) - to_float(xi[t]);
-      gi[t] = from_float<T>(r[t] * inv - 1.f);
+      loss[i] = lse - to_float(xi[t]);
+      gi[t] = from_float<T>(r[t] - 1.f);
     }
   });
 }
@@ -278,22 +288,10 @@ void softmax_rows(const T* scores, const T* mask, T* probs, int64_t heads, int64
       const T* m = mask + b * mask_strides[0] + (mask_per_head ? h * mask_strides[1] : 0) +
                    q * mask_strides[2];
       float* r = row.data();
-      float top = -INFINITY;
-#pragma omp simd reduction(max : top)
-      for (int64_t j = 0; j < keys; ++j) {
-        r[j] = rounded<T>(rounded<T>(to_float(x[j]) * scale) + to_float(m[j]));
-        top = r[j] > top ? r[j] : top;
-      }
-      float total = 0.f;
-#pragma omp simd reduction(+ : total)
-      for (int64_t j = 0; j < keys; ++j) {
-        r[j] = vexp(r[j] - top);
-        total += r[j];
-      }
-      const float inv = 1.f / total;
-      T* p = probs + i * keys;
 #pragma omp simd
-      for (int64_t j = 0; j < keys; ++j) p[j] = from_float<T>(r[j] * inv);
+      for (int64_t j = 0; j < keys; ++j)
+        r[j] = rounded<T>(rounded<T>(to_float(x[j]) * scale) + to_float(m[j]));
+      softmax_row(r, keys, probs + i * keys);
     }
   });
 }
