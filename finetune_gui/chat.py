@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -78,10 +79,58 @@ class ChatEngine:
                 self.model.merge_adapter()
                 self.merged = True
 
+    @contextlib.contextmanager
+    def using(self, use_adapter: bool = True):
+        """Hold the engine for one inference job, with the adapter on or off."""
+        with self._lock, torch.inference_mode():
+            if self.has_adapter and not use_adapter:
+                with self.model.disable_adapter():
+                    yield self.model
+                self.merged = False  # peft unmerges the layers to answer without the adapter
+            else:
+                yield self.model
+
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        example = messages_to_example(messages)
+        return self.example_prompt_ids(messages_to_example(messages))
+
+    def example_prompt_ids(self, example: Example) -> list[int]:
+        """The tokens that ask ``example``'s last turn, in the run's template."""
         parts = segments(example, self.spec, self.tokenizer, for_generation=True)
         return encode_segments(parts, self.tokenizer).input_ids
+
+    def _generate_kwargs(self, params: GenerationConfig) -> dict:
+        kwargs = dict(max_new_tokens=params.max_new_tokens, eos_token_id=self._stop_ids,
+                      use_cache=True,  # a model loaded for training has it off
+                      pad_token_id=self.tokenizer.pad_token_id,
+                      repetition_penalty=params.repetition_penalty)
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def answer_examples(self, examples: list[Example], params: GenerationConfig, *,
+                        use_adapter: bool = True) -> list[str]:
+        """Answer each example's open last turn, all in one left-padded batch (the KV cache
+        and the stop tokens as in ``stream``; finished rows only pad until all are done)."""
+        if not examples:
+            return []
+        prompts = [self.example_prompt_ids(e) for e in examples]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self._stop_ids[0]
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        kwargs = self._generate_kwargs(params)
+        with self.using(use_adapter):
+            ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
+                for row in out.tolist()]
 
     def stream(self, messages: list[dict], params: GenerationConfig | None = None, *,
                use_adapter: bool = True) -> Iterator[str]:
@@ -91,14 +140,7 @@ class ChatEngine:
         ids = torch.tensor([self.prompt_ids(messages)], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                      max_new_tokens=params.max_new_tokens, eos_token_id=self._stop_ids,
-                      pad_token_id=self.tokenizer.pad_token_id,
-                      repetition_penalty=params.repetition_penalty)
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                      **self._generate_kwargs(params))
         errors: list[BaseException] = []
 
         def generate() -> None:

@@ -1,4 +1,5 @@
-"""Command line over the same core as the UI: train, chat, preview, validate, estimate, export.
+"""Command line over the same core as the UI: train, evaluate, chat, preview, validate, estimate,
+export.
 
 Every user mistake ends as one line on stderr and a non-zero exit code, never a traceback.
 """
@@ -128,6 +129,36 @@ def cmd_chat(args) -> int:
             print(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False), flush=True)
         else:
             print(f"### {prompt}\n{answer}\n", flush=True)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import EvalOptions, evaluate_run
+    from .evaluation.report import summary_lines
+    if args.limit is not None and args.limit < 0:
+        raise FinetuneError("--limit must be 0 (all rows) or more")
+    if args.max_new_tokens is not None and not 0 <= args.max_new_tokens <= 4096:
+        raise FinetuneError("--max-new-tokens must be between 1 and 4096 (0 = automatic)")
+    options = EvalOptions(data=args.data or "", base=args.base, general=not args.no_general,
+                          limit=args.limit or 0, max_new_tokens=args.max_new_tokens or 0)
+
+    def progress(p) -> None:
+        if not args.json:
+            print(f"[{p.done}/{p.total}] {p.phase} · {_duration(p.elapsed)} elapsed, "
+                  f"eta {_duration(p.eta)}", file=sys.stderr, flush=True)
+
+    result = evaluate_run(args.run_dir, options, progress=progress)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for row in result["rows"]:
+        base = f"\n  base:  {row['base_answer']!r}" if "base_answer" in row else ""
+        print(f"### {row['where']}: {row['prompt']}\n  ref:   {row['reference']!r}"
+              f"\n  tuned: {row['answer']!r}{base}")
+    print()
+    for line in summary_lines(result):
+        print(line)
+    print(f"saved to {result['saved_to']}")
     return 0
 
 
@@ -274,6 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--repetition-penalty", type=float)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("evaluate", help="score a run's answers to held-out questions, base vs "
+                       "tuned, and what it forgot")
+    p.add_argument("run_dir", help="run folder of a finished run")
+    p.add_argument("--data", help="questions to ask (any data file with answers and/or "
+                   "keywords); default: data.eval_path, else the run's held-out rows")
+    p.add_argument("--base", action="store_true", help="answer with the base model too")
+    p.add_argument("--no-general", action="store_true",
+                   help="skip the general-knowledge probe (\"general answers kept\")")
+    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="longest answer (default: from the longest reference answer)")
+    p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("preview", help="show examples exactly as the model will see them")
     with_config(p)

@@ -42,6 +42,21 @@ class Example:
     turns: list[Turn]
     system: str = ""
     where: str = ""  # e.g. "line 12": where the row came from, for messages and previews
+    keywords: list[str] = field(default_factory=list)  # fact checks for evaluation
+
+    def to_row(self) -> dict:
+        """The example as a ``messages`` row (keywords kept), e.g. for the saved split."""
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for turn in self.turns:
+            user = f"{turn.instruction}\n\n{turn.input}" if turn.input else turn.instruction
+            messages += [{"role": "user", "content": user},
+                         {"role": "assistant", "content": turn.output}]
+        row: dict = {"messages": messages}
+        if self.keywords:
+            row["keywords"] = self.keywords
+        if self.where:
+            row["source"] = self.where
+        return row
 
 
 @dataclass
@@ -214,7 +229,8 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
         system = row.get("system") or ""
         if not isinstance(system, str):
             raise ValueError("field 'system' must be text")
-        return Example([Turn(instruction, extra, output)], system=system, where=where)
+        return Example([Turn(instruction, extra, output)], system=system, where=where,
+                       keywords=row_keywords(row))
     key, role_key, content_key = (("messages", "role", "content") if fmt == "messages"
                                   else ("conversations", "from", "value"))
     messages = row.get(key)
@@ -252,7 +268,20 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
             pending = None
     if not turns:
         raise ValueError(f"'{key}' has no assistant answer to learn from")
-    return Example(turns, system=system, where=where)
+    return Example(turns, system=system, where=where, keywords=row_keywords(row))
+
+
+def row_keywords(row: dict) -> list[str]:
+    """A row's ``keyword`` or ``keywords`` (a string or a list of strings): fact checks that
+    evaluation looks for in an answer; training ignores them."""
+    value = row.get("keywords", row.get("keyword"))
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise ValueError("field 'keywords' must be text or a list of texts")
+    return [k.strip() for k in value if k.strip()]
 
 
 def _text_field(row: dict, name: str) -> str:
@@ -344,6 +373,13 @@ def load_examples(cfg: DataConfig, seed: int = 42) -> DataSplit:
 
 
 # ---- saving edited rows -----------------------------------------------------------------
+
+def write_examples(path: str | Path, examples: list[Example]) -> None:
+    """Save examples as ``messages`` rows (keywords and source kept), e.g. a run's held-out
+    split, so that they can be read back exactly."""
+    atomic_write_text(Path(path), "".join(json.dumps(e.to_row(), ensure_ascii=False) + "\n"
+                                          for e in examples))
+
 
 def save_rows(path: str | Path, rows: list[dict]) -> Path | None:
     """Write rows as JSONL atomically; the previous file is kept as a timestamped backup."""
