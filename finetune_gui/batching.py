@@ -35,7 +35,10 @@ def prepare_cpu_bf16(model) -> None:
 
 
 class PadCollator:
-    """Pad a batch to its longest row: ids with the pad token, labels with IGNORE_INDEX."""
+    """Pad a batch to its longest row: ids with the pad token, labels with IGNORE_INDEX.
+
+    Rows with replay soft targets (``soft_ids``/``soft_logp``, see ``finetune_gui.replay``)
+    get them padded too; a row without any has ids -1 (nothing to match) throughout."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -50,15 +53,32 @@ class PadCollator:
             ids[i, :n] = torch.tensor(row["input_ids"])
             labels[i, :n] = torch.tensor(row["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        soft_rows = [r.get("soft_ids") for r in rows]
+        if any(soft_rows):
+            k = len(next(s for s in soft_rows if s)[0])
+            soft_ids = torch.full((len(rows), width, k), -1, dtype=torch.long)
+            soft_logp = torch.zeros((len(rows), width, k), dtype=torch.float32)
+            for i, row in enumerate(rows):
+                if row.get("soft_ids"):
+                    n = len(row["soft_ids"])
+                    soft_ids[i, :n] = torch.tensor(row["soft_ids"])
+                    soft_logp[i, :n] = torch.tensor(row["soft_logp"])
+            batch.update(soft_ids=soft_ids, soft_logp=soft_logp)
+        return batch
 
 
-def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int):
-    """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts."""
+def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None):
+    """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts.
+
+    ``soft``, when given, holds one ``replay.SoftTargets`` (or None) per example: those rows
+    are trained towards the base's distributions instead of their tokens alone."""
     from datasets import Dataset
     rows = {"input_ids": [], "labels": [], "length": []}
+    if soft is not None:
+        rows.update(soft_ids=[], soft_logp=[])
     truncated = dropped = 0
-    for example in examples:
+    for i, example in enumerate(examples):
         enc = encode_example(example, spec, tokenizer, max_len)
         truncated += enc.truncated
         if enc.trained_tokens == 0:  # the answer was cut off entirely: nothing to learn
@@ -67,4 +87,8 @@ def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int):
         rows["input_ids"].append(enc.input_ids)
         rows["labels"].append(enc.labels)
         rows["length"].append(len(enc.input_ids))
+        if soft is not None:
+            target = soft[i]
+            rows["soft_ids"].append(target.ids[:len(enc.input_ids)] if target else [])
+            rows["soft_logp"].append(target.logp[:len(enc.input_ids)] if target else [])
     return Dataset.from_dict(rows), truncated, dropped

@@ -76,7 +76,14 @@ class DataConfig:
     val_split: float = _f(0.0, min=0.0, max=0.5, help=(
         "Fraction of rows held out to measure eval loss (0 to 0.5). 0.1 is typical."))
     val_path: str = _f("", help="Optional separate validation file; overrides val_split.")
+    eval_path: str = _f("", help=(
+        "Questions the Evaluate step asks the finished run: any data file whose rows carry "
+        "an answer and/or keywords. Empty: the run's own held-out rows (val_split)."))
     max_rows: int = _f(0, min=0, help="Use only the first N rows (0 = all). For quick trials.")
+    replay_ratio: float = _f(0.0, min=0.0, max=1.0, help=(
+        "Add general questions answered by the base model itself, this many per training "
+        "row (e.g. 0.3): the tuned model learns where the new knowledge ends and keeps what "
+        "it knew. 0 = off."))
 
 
 @dataclass
@@ -91,6 +98,10 @@ class LoraConfig:
     target_modules: list[str] | str = _f("all-linear", help=(
         "Which linear layers get adapters: 'all-linear' or a list such as "
         "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]."))
+    last_layers: int = _f(0, min=0, max=100_000, help=(
+        "Adapt only the last N transformer layers (0 = all). Backpropagation then stops at "
+        "the lowest adapted layer, so each step is cheaper, and the layers below keep the "
+        "base's own weights."))
     bias: str = _f("none", choices=("none", "all", "lora_only"), help=(
         "Which biases to train as well. none is standard."))
     use_rslora: bool = _f(False, help=(
@@ -139,8 +150,14 @@ class TrainConfig:
         "results in fewer passes over memory. Off, or no compiler = PyTorch's own ops."))
     group_by_length: bool = _f(True, help=(
         "Batch examples of similar length together so little compute is spent on padding."))
+    neftune_noise_alpha: float = _f(0.0, min=0.0, max=50.0, help=(
+        "NEFTune: add uniform noise of this scale to the input embeddings while training "
+        "(5 is typical); a regulariser that can help answers generalise. 0 = off."))
     logging_steps: int = _f(1, min=1, help="Log loss every N optimizer steps.")
     eval_steps: int = _f(0, min=0, help="Measure eval loss every N steps (0 = once per epoch).")
+    early_stopping_patience: int = _f(0, min=0, max=1000, help=(
+        "Stop when the eval loss has not improved for N evaluations in a row, and keep the "
+        "adapter of the best evaluation. Needs held-out rows (data.val_split). 0 = off."))
     save_steps: int = _f(50, min=1, help="Save a resumable checkpoint every N steps.")
     save_total_limit: int = _f(2, min=1, help="Keep only the newest N checkpoints.")
     seed: int = _f(42, min=0, help="Random seed for shuffling, the split and LoRA init.")

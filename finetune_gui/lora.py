@@ -12,11 +12,27 @@ from .fast_lora import keep_mask
 CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
 
-def peft_config(cfg: LoraConfig) -> peft.LoraConfig:
+def peft_config(cfg: LoraConfig, model=None) -> peft.LoraConfig:
+    """peft's settings; with ``last_layers`` the ``model`` says where its last layers are
+    (and which layers 'all-linear' means: peft takes layer indices only with a name list)."""
+    layers, targets = None, cfg.target_modules
+    num_layers = layer_count(model) if model is not None else None
+    if cfg.last_layers and num_layers:
+        layers = list(range(max(0, num_layers - cfg.last_layers), num_layers))
+        if targets == "all-linear":
+            from .models import linear_layer_names
+            targets = linear_layer_names(model)
     return peft.LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules, bias=cfg.bias, use_rslora=cfg.use_rslora,
-        use_dora=cfg.use_dora, modules_to_save=cfg.modules_to_save or None)
+        target_modules=targets, bias=cfg.bias, use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora, modules_to_save=cfg.modules_to_save or None,
+        layers_to_transform=layers)
+
+
+def layer_count(model) -> int | None:
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "num_hidden_layers", None)
 
 
 def is_quantized(model) -> bool:
@@ -37,9 +53,12 @@ def attach_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
         model.enable_input_require_grads()
     try:
-        model = peft.get_peft_model(model, peft_config(cfg))
+        model = peft.get_peft_model(model, peft_config(cfg, model))
     except ValueError as exc:
         text = str(exc).splitlines()[0]
+        if cfg.last_layers and "layers_to_transform" in text:
+            raise ConfigError(f"lora.last_layers: peft cannot tell this model's layers apart "
+                              f"({text}); set it to 0") from None
         if "not found in the base model" in text or "Target modules" in text:
             raise ConfigError(f"lora.target_modules {cfg.target_modules!r} match no layer of this "
                               "model; see the model's linear-layer names on the Model tab") from None

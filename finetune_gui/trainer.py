@@ -11,11 +11,13 @@ states) and applied to the trained positions only. The forward still goes throug
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 
+from .config import RunConfig
 from .cpu_kernels import head_cross_entropy
 from .templates import IGNORE_INDEX
 
@@ -75,19 +77,26 @@ class ResponseOnlyTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"][:, 1:]
         keep = labels != IGNORE_INDEX
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        soft = _soft_positions(inputs)
+        hard = keep if soft is None else keep & ~soft
+        model_inputs = {k: v for k, v in inputs.items() if k not in _NOT_MODEL_INPUTS}
         if self._head is not None:
             with _hidden_states_out(self._causal_lm) as head:
                 hidden = model(**model_inputs).logits[:, :-1]
             # accelerate hands outputs back in fp32; project in the head's own dtype, as
             # the model's forward would have
-            hidden = hidden[keep].to(head.weight.dtype)
-            loss = head_cross_entropy(hidden, head, labels[keep]) if self._cpu_kernels else None
+            trained = hidden[hard].to(head.weight.dtype)
+            loss = head_cross_entropy(trained, head, labels[hard]) if self._cpu_kernels else None
             if loss is None:
-                loss = F.cross_entropy(head(hidden).float(), labels[keep], reduction="sum")
+                loss = F.cross_entropy(head(trained).float(), labels[hard], reduction="sum")
+            if soft is not None:
+                loss = loss + soft_cross_entropy(head(hidden[soft].to(head.weight.dtype)),
+                                                 inputs, soft)
         else:
-            logits = model(**model_inputs).logits[:, :-1][keep]
-            loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+            logits = model(**model_inputs).logits[:, :-1]
+            loss = F.cross_entropy(logits[hard].float(), labels[hard], reduction="sum")
+            if soft is not None:
+                loss = loss + soft_cross_entropy(logits[soft], inputs, soft)
         if num_items_in_batch is None:  # evaluation: a plain mean over this batch
             loss = loss / keep.sum().clamp(min=1)
         else:
@@ -95,3 +104,66 @@ class ResponseOnlyTrainer(Trainer):
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
         return (loss, {"loss": loss}) if return_outputs else loss
+
+
+_NOT_MODEL_INPUTS = ("labels", "soft_ids", "soft_logp")
+
+
+def _soft_positions(inputs) -> torch.Tensor | None:
+    """Positions (aligned with the shifted labels) trained towards replay soft targets."""
+    soft_ids = inputs.get("soft_ids")
+    if soft_ids is None:
+        return None
+    soft = soft_ids[:, 1:, 0] >= 0
+    return soft if bool(soft.any()) else None
+
+
+def soft_cross_entropy(logits: torch.Tensor, inputs, soft: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the model's next-token distribution against the base's
+    top-k distribution (renormalised) at the replay positions: lowest, up to a constant,
+    when the tuned model predicts exactly as the base did (a KL term, not a copy of the
+    base's greedy answer)."""
+    ids = inputs["soft_ids"][:, 1:][soft]
+    target = inputs["soft_logp"][:, 1:][soft].float().softmax(dim=-1)
+    log_q = torch.log_softmax(logits.float(), dim=-1).gather(1, ids)
+    return -(target * log_q).sum()
+
+
+def training_arguments(config: RunConfig, checkpoints: Path, device: str, precision: str, *,
+                       has_eval: bool) -> TrainingArguments:
+    """The Trainer's settings for a run. With early stopping (and held-out rows) the
+    Trainer also keeps the best adapter: that needs a checkpoint at every evaluation (it
+    reloads the best one at the end), so saving then follows the evaluations."""
+    cfg = config.train
+    eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
+    keep_best = bool(cfg.early_stopping_patience and has_eval)
+    return TrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, optim=config.resolved_optimizer(device),
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+        logging_steps=cfg.logging_steps, eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps or None,
+        save_strategy=eval_strategy if keep_best else "steps",
+        save_steps=(cfg.eval_steps or None) if keep_best else cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
+        load_best_model_at_end=keep_best, metric_for_best_model="eval_loss",
+        greater_is_better=False, neftune_noise_alpha=cfg.neftune_noise_alpha or None,
+        report_to=[], disable_tqdm=True, remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        gradient_checkpointing=False,  # set up by attach_lora, non-reentrant
+        label_names=["labels"], save_only_model=False, prediction_loss_only=True,
+        # Log a NaN/inf loss as it is (the default averages it away), so the guard sees it.
+        logging_nan_inf_filter=False)
+
+
+def best_checkpoint(trainer) -> tuple[int, float] | None:
+    """(step, eval loss) of the adapter the Trainer reloaded as the best, if it did."""
+    best = trainer.state.best_model_checkpoint
+    if not trainer.args.load_best_model_at_end or not best or trainer.state.best_metric is None:
+        return None
+    return int(Path(best).name.split("-")[-1]), float(trainer.state.best_metric)

@@ -10,29 +10,29 @@ from __future__ import annotations
 
 import copy
 import gc
-import math
 import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback
 
 from . import cpu_kernels, models, runs
 from .config import RunConfig
-from .data import load_examples
+from .data import load_examples, write_examples
 from .errors import FinetuneError
+from .evaluation.runner import HELDOUT_FILE
 from .batching import PadCollator, prepare_cpu_bf16, resolve_precision, tokenize_examples
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
 from .fast_lora import enable_fused_lora
-from .hardware import BACKGROUND_NICENESS, lower_thread_priority, process_memory
+from .hardware import BACKGROUND_NICENESS, lower_thread_priority
+from .job_progress import JobState, ProgressCallback
 from .lora import attach_lora, is_quantized, trainable_counts, use_fast_dropout
 from .templates import TemplateSpec
-from .trainer import ResponseOnlyTrainer
+from .trainer import ResponseOnlyTrainer, best_checkpoint, training_arguments
 
 _ACTIVE = threading.Lock()
 
@@ -44,36 +44,6 @@ def is_main_process() -> bool:
 
 class JobBusyError(FinetuneError):
     """Another training job is already running in this process."""
-
-
-@dataclass
-class JobState:
-    status: str = "idle"  # idle, loading, running, stopping, finished, stopped, failed
-    phase: str = ""
-    step: int = 0
-    total_steps: int = 0
-    epoch: float = 0.0
-    loss: list[tuple[int, float]] = field(default_factory=list)
-    eval_loss: list[tuple[int, float]] = field(default_factory=list)
-    learning_rate: float = 0.0
-    tokens_per_second: float = 0.0
-    tokens_seen: int = 0
-    eta_seconds: float | None = None
-    elapsed_seconds: float = 0.0
-    train_seconds: float = 0.0  # time inside the training loop (load and save excluded)
-    memory: dict = field(default_factory=dict)
-    trainable_params: int = 0
-    total_params: int = 0
-    examples: int = 0
-    truncated: int = 0
-    dropped: int = 0
-    message: str = ""
-    log: list[str] = field(default_factory=list)
-    output_dir: str = ""
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("loading", "running", "stopping")
 
 
 class TrainingJob:
@@ -174,8 +144,10 @@ class TrainingJob:
         if not self.paths.root.exists() or not is_main_process():
             return
         try:
+            extra = {} if s.best_step is None else {"best_step": s.best_step,
+                                                    "best_eval_loss": s.best_eval_loss}
             runs.write_state(self.paths, status=s.status, step=s.step, total_steps=s.total_steps,
-                             message=s.message, updated=time.time())
+                             message=s.message, updated=time.time(), **extra)
         except OSError as exc:  # e.g. the disk is full: the job's own state still says why
             self._log(f"could not write {runs.STATE_FILE}: {exc}"[:300])
 
@@ -196,6 +168,9 @@ class TrainingJob:
             raise FinetuneError(f"{cfg.data.path}: no usable rows to train on")
         for warning in split.report.warnings[:20]:
             self._log(f"warning: {warning}")
+        if cfg.train.early_stopping_patience and not split.validation:
+            raise FinetuneError("train.early_stopping_patience needs held-out rows to measure: "
+                                "set data.val_split (e.g. 0.1) or data.val_path")
         resume_from = None
         if self.resume:
             resume_from = self.paths.latest_checkpoint()
@@ -207,6 +182,7 @@ class TrainingJob:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         if is_main_process():
             cfg.save(self.paths.config)
+            self._save_split(split.validation)
         self._resume_from = resume_from
 
         self._update(phase="loading model")
@@ -214,9 +190,11 @@ class TrainingJob:
         model, tokenizer = models.load_model(cfg.model, for_training=True)
         check_sequence_length(cfg.train.max_seq_len, model.config)
         spec.check(tokenizer)
+        replay, soft = self._replay(model, tokenizer, split.train)
         self._update(phase="tokenising")
         train_ds, truncated, dropped = tokenize_examples(
-            split.train, spec, tokenizer, cfg.train.max_seq_len)
+            split.train + replay, spec, tokenizer, cfg.train.max_seq_len,
+            soft=[None] * len(split.train) + soft if soft else None)
         if len(train_ds) == 0:
             raise FinetuneError(f"every example is longer than train.max_seq_len="
                                 f"{cfg.train.max_seq_len} before its answer starts: raise it")
@@ -246,6 +224,33 @@ class TrainingJob:
         self._tokenizer = tokenizer
         return self._build_trainer(model, tokenizer, train_ds, eval_ds, device)
 
+    def _replay(self, model, tokenizer, train) -> tuple[list, list]:
+        """The base model's own answers to general questions (data.replay_ratio) and its
+        next-token distributions over them, taken before any adapter is attached; the rows
+        are saved as replay.jsonl beside the run."""
+        if not self.config.data.replay_ratio:
+            return [], []
+        from .replay import REPLAY_FILE, replay_for_model
+        self._update(phase="answering replay questions")
+        started = time.time()
+        rows, soft = replay_for_model(model, tokenizer, self.config, train)
+        if is_main_process():
+            write_examples(self.paths.root / REPLAY_FILE, rows)
+        self._log(f"replay: {len(rows)} general questions answered by the base model, trained "
+                  f"towards its own next-token distributions ({time.time() - started:.0f}s), "
+                  f"beside the {len(train)} training rows so that tuning keeps what it knew "
+                  f"({REPLAY_FILE})")
+        return rows, soft
+
+    def _save_split(self, validation) -> None:
+        """The held-out rows, saved so that Evaluate asks exactly the rows not trained on."""
+        heldout = self.paths.root / HELDOUT_FILE
+        if validation:
+            write_examples(heldout, validation)
+            self._log(f"{len(validation)} rows held out for evaluation ({HELDOUT_FILE})")
+        else:
+            heldout.unlink(missing_ok=True)
+
     def _enable_cpu_kernels(self, model) -> str:
         if not cpu_kernels.is_built():
             self._log("building the fused CPU kernels (once per machine, about 30 s)")
@@ -258,36 +263,25 @@ class TrainingJob:
                 f"dropout masks of {counts['lora_dropout']} LoRA layers")
 
     def _build_trainer(self, model, tokenizer, train_ds, eval_ds, device: str):
-        cfg = self.config.train
         precision = resolve_precision(self.config, device)
         if is_quantized(model) and precision == "fp16":
             precision = "fp32" if device == "cpu" else precision
-        eval_strategy = "no" if eval_ds is None else ("steps" if cfg.eval_steps else "epoch")
-        args = TrainingArguments(
-            output_dir=str(self.paths.checkpoints), num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm, optim=self.config.resolved_optimizer(device),
-            bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
-            logging_steps=cfg.logging_steps, eval_strategy=eval_strategy,
-            eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
-            report_to=[], disable_tqdm=True, remove_unused_columns=False,
-            include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-            gradient_checkpointing=False,  # set up by attach_lora, non-reentrant
-            label_names=["labels"], save_only_model=False, prediction_loss_only=True,
-            # Log a NaN/inf loss as it is (the default averages it away), so the guard sees it.
-            logging_nan_inf_filter=False)
+        args = training_arguments(self.config, self.paths.checkpoints, device, precision,
+                                  has_eval=eval_ds is not None)
         optim = getattr(args.optim, 'value', args.optim)
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
+        progress = ProgressCallback(self._state, self._lock, self._stop, self.paths,
+                                    started=self._t0, write_metrics=is_main_process())
+        callbacks = [progress, *self._tracking_callbacks()]
+        if args.load_best_model_at_end:
+            patience = self.config.train.early_stopping_patience
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+            self._log(f"early stopping: after {patience} evaluations without a lower eval "
+                      "loss; the best adapter is kept")
         trainer = ResponseOnlyTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
             data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-            callbacks=[_JobCallback(self), *self._tracking_callbacks()],
-            cpu_kernels=self._cpu_kernels)
+            callbacks=callbacks, cpu_kernels=self._cpu_kernels)
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 
@@ -333,6 +327,12 @@ class TrainingJob:
         status = "stopped" if stopped else "finished"
         message = (f"stopped at step {state.step}/{state.total_steps}; resume to continue"
                    if stopped else f"finished {state.step} steps in {state.elapsed_seconds:.0f}s")
+        best = best_checkpoint(trainer)
+        if best is not None:
+            early = not stopped and state.step < state.total_steps
+            message += (f"{'; stopped early (eval loss stopped improving)' if early else ''}; "
+                        f"kept the adapter of step {best[0]} (best eval loss {best[1]:.4f})")
+            self._update(best_step=best[0], best_eval_loss=best[1])
         self._log(message + f"; adapter saved to {self.paths.adapter}")
         self._update(status=status, phase="", message=message)
         self._write_state()
@@ -358,75 +358,3 @@ class TrainingJob:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-    # called by the callback -------------------------------------------------------------
-    def _on_log(self, state, logs: dict) -> None:
-        now = time.time()
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
-                  "time": round(now - self._t0, 2)}
-        with self._lock:
-            s = self._state
-            s.step, s.total_steps, s.epoch = state.global_step, state.max_steps, state.epoch or 0.0
-            s.elapsed_seconds = now - self._t0
-            if "loss" in logs:
-                s.loss.append((state.global_step, float(logs["loss"])))
-                record["loss"] = float(logs["loss"])
-            if "eval_loss" in logs:
-                s.eval_loss.append((state.global_step, float(logs["eval_loss"])))
-                record["eval_loss"] = float(logs["eval_loss"])
-            if "learning_rate" in logs:
-                s.learning_rate = record["learning_rate"] = float(logs["learning_rate"])
-            if state.num_input_tokens_seen:
-                s.tokens_seen = int(state.num_input_tokens_seen)
-                record["tokens_seen"] = s.tokens_seen
-            s.memory = process_memory()
-            record.update(s.memory)
-        if ("loss" in record or "eval_loss" in record) and is_main_process():
-            runs.append_metrics(self.paths, record)
-
-    def _on_step(self, state) -> None:
-        now = time.time()
-        with self._lock:
-            s = self._state
-            s.step, s.total_steps = state.global_step, state.max_steps
-            s.epoch = state.epoch or 0.0
-            s.elapsed_seconds = now - self._t0
-            if not hasattr(self, "_rate_start"):
-                self._rate_start = (now, state.global_step, state.num_input_tokens_seen)
-            t0, step0, tok0 = self._rate_start
-            if now > t0 and state.global_step > step0:
-                s.tokens_per_second = (state.num_input_tokens_seen - tok0) / (now - t0)
-                per_step = (now - t0) / (state.global_step - step0)
-                s.eta_seconds = per_step * max(0, state.max_steps - state.global_step)
-
-
-class _JobCallback(TrainerCallback):
-    """Feeds the job's state and turns a stop request into save-and-stop."""
-
-    def __init__(self, job: TrainingJob):
-        self.job = job
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.job._update(total_steps=state.max_steps, step=state.global_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.job._on_step(state)
-        if self.job._stop.is_set():
-            control.should_save = True
-            control.should_training_stop = True
-        model = kwargs.get("model")
-        if control.should_save and model is not None and not weights_finite(model):
-            # A loss that went NaN between two logged steps: never checkpoint such weights.
-            raise FinetuneError(
-                f"the LoRA weights became NaN/inf by step {state.global_step}: training "
-                "stopped, last good checkpoint kept. Lower train.learning_rate or use "
-                "precision fp32")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise FinetuneError(
-                f"loss became {loss} at step {state.global_step}: training stopped, last "
-                "good checkpoint kept. Lower train.learning_rate or use precision fp32")
-        self.job._on_log(state, logs)

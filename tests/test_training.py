@@ -37,9 +37,10 @@ def assert_learned(state):
     {"train.fused_lora": False},
     {"lora.dropout": 0.1, "train.precision": "bf16", "train.gradient_checkpointing": True},
     {"train.cpu_kernels": False, "train.precision": "bf16"},
+    {"lora.last_layers": 1, "train.gradient_checkpointing": True},
 ], ids=["default", "qv-r4", "checkpointing", "bf16-checkpointing", "dora", "rslora-chatml",
         "qlora-4bit", "8bit", "peft-forward", "fused-dropout-bf16-checkpointing",
-        "eager-cpu-ops"])
+        "eager-cpu-ops", "last-layer-checkpointing"])
 def test_loss_falls(tiny_config, overrides):
     for key, value in overrides.items():
         tiny_config.set(key, value)
@@ -141,12 +142,16 @@ def test_existing_run_is_not_overwritten(tiny_config):
     assert again.status == "failed" and "already holds a run" in again.message
 
 
-def test_nan_loss_stops_the_run_with_a_message(tiny_config):
+def test_nan_loss_stops_the_run_with_a_message(tmp_path):
     from transformers import TrainerControl, TrainerState
 
     from finetune_gui.errors import FinetuneError
-    from finetune_gui.training import _JobCallback
-    callback = _JobCallback(TrainingJob(tiny_config))
+    import threading
+
+    from finetune_gui.job_progress import JobState, ProgressCallback
+    from finetune_gui.runs import RunPaths
+    callback = ProgressCallback(JobState(), threading.Lock(), threading.Event(),
+                                RunPaths(tmp_path), started=0.0)
     state = TrainerState()
     state.global_step = 7
     with pytest.raises(FinetuneError, match="loss became nan at step 7: training stopped"):
@@ -228,3 +233,13 @@ def test_background_job_runs_at_lower_cpu_priority_than_the_app(tiny_config):
     assert seen["job"] == min(19, app_nice + 10)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == app_nice
     assert any("CPU priority lowered" in line for line in state.log)
+
+
+def test_last_layers_adapt_only_the_top_layers(tiny_config):
+    from safetensors.torch import load_file
+    tiny_config.lora.last_layers = 1          # the tiny Llama has layers 0 and 1
+    state = TrainingJob(tiny_config).run()
+    assert_learned(state)
+    saved = load_file(Path(tiny_config.train.output_dir) / "adapter" / "adapter_model.safetensors")
+    assert saved and all(".layers.1." in key for key in saved), sorted(saved)[:4]
+    assert len({key.split(".layers.1.")[1].split(".")[1] for key in saved}) == 7  # all-linear

@@ -10,7 +10,8 @@ import pytest
 
 from finetune_gui.config import RunConfig
 from finetune_gui.errors import FinetuneError
-from finetune_gui.training import JobBusyError, JobState
+from finetune_gui.job_progress import JobState
+from finetune_gui.training import JobBusyError
 from finetune_gui.ui import data_view as dv
 from finetune_gui.ui.common import AppOptions, Ui, friendly
 from finetune_gui.ui.fields import apply_values, set_field

@@ -62,12 +62,13 @@ class Estimate:
 def _counts(arch: Arch, config: RunConfig) -> ParamCount:
     lc = config.lora
     targets = lc.target_modules if isinstance(lc.target_modules, str) else tuple(lc.target_modules)
-    key = (lc.r, targets, lc.bias, lc.use_dora, tuple(lc.modules_to_save or ()))
+    key = (lc.r, targets, lc.bias, lc.use_dora, tuple(lc.modules_to_save or ()), lc.last_layers)
     cache = arch.__dict__.setdefault("_counts", {})
     if key not in cache:
         cache[key] = count_parameters(
             arch, lc.r, targets if isinstance(targets, str) else list(targets), bias=lc.bias,
-            use_dora=lc.use_dora, modules_to_save=list(lc.modules_to_save or ()))
+            use_dora=lc.use_dora, modules_to_save=list(lc.modules_to_save or ()),
+            last_layers=lc.last_layers)
     return cache[key]
 
 

@@ -63,14 +63,18 @@ def _containers(modules: tuple[Module, ...]) -> list[str]:
     return [n for n in names if n not in leaf_names]
 
 
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
+
+
 def _matches(key: str, targets: list[str]) -> bool:
     return key in targets or any(key.endswith("." + t) for t in targets)
 
 
 def count_parameters(arch: Arch, r: int, target_modules: list[str] | str, *, bias: str = "none",
-                     use_dora: bool = False,
-                     modules_to_save: list[str] | None = None) -> ParamCount:
+                     use_dora: bool = False, modules_to_save: list[str] | None = None,
+                     last_layers: int = 0) -> ParamCount:
     modules = arch.modules()
+    lowest = max(0, arch.layers - last_layers) if last_layers else 0
     mts = list(modules_to_save or [])
     excluded = [re.compile(rf"(^|.*\.){m}($|\..*)") for m in mts]
 
@@ -98,6 +102,9 @@ def count_parameters(arch: Arch, r: int, target_modules: list[str] | str, *, bia
     for m in modules:
         if not is_target(m.name) or is_excluded(m.name):
             continue
+        layer = _LAYER_INDEX.search(m.name)
+        if lowest and (layer is None or int(layer.group(1)) < lowest):
+            continue   # peft's layers_to_transform: only modules inside the chosen layers
         if m.kind == "other":
             raise ConfigError(f"lora.target_modules: '{m.name}' is not a linear or embedding "
                               "layer; LoRA cannot adapt it")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 
 from ..config import RunConfig
-from ..training import JobBusyError, JobState, TrainingJob
+from ..job_progress import JobState
+from ..training import JobBusyError, TrainingJob
 
 
 class JobRegistry:

@@ -1,0 +1,134 @@
+"""Replay: keep the base model's own behaviour on general questions while tuning.
+
+Tuning a small model on a few dozen facts teaches it that every question is about those
+facts: asked who painted the Mona Lisa, the quickstart once answered with the fictional
+company's mascot. Rows where a general question gets the base's own (greedy) answer show
+it where the new knowledge ends, so it keeps what it knew. The questions come from
+``presets/data/replay_prompts.jsonl`` (none of them is in the general probe that measures
+forgetting); the answers are the base model's own, whole (less a sentence cut off by the
+length limit), cached per base model, and saved with the run (``replay.jsonl``).
+
+Training on those greedy answers alone is not neutral: measured, five epochs of the base
+model on nothing but its own greedy answers lost 6 of 40 general answers it got right,
+because it makes the base's most likely answer certain, and the new habits spread to other
+questions. So replay rows are trained towards the base's whole next-token distribution
+(its top ``SOFT_TOP_K`` probabilities at every answer token, computed once before the
+adapters are attached): that loss is lowest when the tuned model answers these questions
+exactly as the base did, neither more nor less sure.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .answering import BaseAnswerCache, answer_many
+from .config import GenerationConfig, RunConfig
+from .data import Example, Turn
+from .evaluation.metrics import has_cjk
+
+REPLAY_PROMPTS = Path(__file__).resolve().parents[1] / "presets" / "data" / "replay_prompts.jsonl"
+REPLAY_FILE = "replay.jsonl"
+REPLAY_GENERATION = GenerationConfig(max_new_tokens=96, temperature=0.0, repetition_penalty=1.0)
+SOFT_TOP_K = 16
+# A full stop ends a sentence only before a space or the end (not inside "3.7 kg").
+_SENTENCE_END = re.compile(r"[.!?][\"')”’]*(?=\s|$)|[。！？][”’」]*")
+
+
+def read_prompts(path: Path = REPLAY_PROMPTS) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def pick_prompts(n: int, train: list[Example], seed: int) -> list[str]:
+    """``n`` questions, Chinese and English in the proportion of the training rows."""
+    prompts = read_prompts()
+    zh_share = sum(has_cjk(e.turns[0].instruction + e.turns[0].output) for e in train) / max(
+        1, len(train))
+    pools = {lang: [p["prompt"] for p in prompts if p.get("lang") == lang] for lang in ("en", "zh")}
+    rng = random.Random(seed)
+    for pool in pools.values():
+        rng.shuffle(pool)
+    n_zh = min(len(pools["zh"]), round(n * zh_share))
+    n_en = min(len(pools["en"]), n - n_zh)
+    return pools["zh"][:n_zh] + pools["en"][:n_en]
+
+
+def whole_sentences(text: str) -> str:
+    """The answer as the base gave it, less a sentence cut off by the length limit (the
+    model must not learn to stop mid-sentence, nor to stop earlier than it used to)."""
+    text = text.strip()
+    ends = list(_SENTENCE_END.finditer(text))
+    if not ends or ends[-1].end() == len(text):
+        return text
+    return text[:ends[-1].end()]
+
+
+def replay_examples(engine, config: RunConfig, train: list[Example]) -> list[Example]:
+    """The replay rows for a run: ``data.replay_ratio`` x training rows (at most the number
+    of shipped questions), answered by the base model ``engine`` (no adapter attached)."""
+    n = round(config.data.replay_ratio * len(train))
+    if n <= 0:
+        return []
+    prompts = pick_prompts(n, train, config.train.seed)
+    asked = [Example([Turn(p, "", "")]) for p in prompts]
+    answers = answer_many(engine, asked, REPLAY_GENERATION, use_adapter=False,
+                          cache=BaseAnswerCache(config.model))
+    return [Example([Turn(p, "", whole_sentences(a))], where=f"replay {i}")
+            for i, (p, a) in enumerate(zip(prompts, answers or []), start=1) if a.strip()]
+
+
+@dataclass
+class SoftTargets:
+    """The base's top-k next tokens at each position of one encoded replay row (aligned
+    with its ``input_ids``: position t holds the distribution that predicted token t; -1
+    ids where nothing is trained)."""
+    ids: list[list[int]]
+    logp: list[list[float]]
+
+
+def soft_targets(model, tokenizer, spec, examples: list[Example], max_len: int,
+                 k: int = SOFT_TOP_K, batch_size: int = 8) -> list[SoftTargets]:
+    """The base model's next-token distributions over each example's answer tokens."""
+    from .batching import PadCollator
+    from .templates import IGNORE_INDEX, encode_example
+    encoded = [encode_example(e, spec, tokenizer, max_len) for e in examples]
+    collate = PadCollator(tokenizer.pad_token_id or 0)
+    device = next(model.parameters()).device
+    out: list[SoftTargets] = []
+    with torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+            top = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
+            for row, enc in enumerate(chunk):
+                ids = [[-1] * k for _ in enc.input_ids]
+                logp = [[0.0] * k for _ in enc.input_ids]
+                for t in range(1, len(enc.input_ids)):
+                    if enc.labels[t] != IGNORE_INDEX:   # predicted from position t - 1
+                        ids[t] = top.indices[row, t - 1].tolist()
+                        logp[t] = [round(v, 4) for v in top.values[row, t - 1].tolist()]
+                out.append(SoftTargets(ids, logp))
+    return out
+
+
+def replay_for_model(model, tokenizer, config: RunConfig, train: list[Example]
+                     ) -> tuple[list[Example], list[SoftTargets]]:
+    """Replay rows and their soft targets from a base model loaded for training (no adapter
+    attached yet; put back in training mode afterwards)."""
+    from .chat import ChatEngine
+    engine = ChatEngine(model, tokenizer, config, has_adapter=False,
+                        source=config.model.name_or_path)
+    try:
+        rows = replay_examples(engine, config, train)
+        return rows, soft_targets(model, tokenizer, engine.spec, rows,
+                                  config.train.max_seq_len)
+    finally:
+        model.train()
