@@ -34,9 +34,16 @@ def test_export_tab_writes_gguf_and_compares_runs(two_runs, tmp_path):
     assert "m.gguf" in text and (tmp_path / "out" / "m.gguf").stat().st_size > 0
     assert (tmp_path / "out" / "Modelfile").exists()
 
-    figure, table = ui_handler(demo, "export_tab", "on_compare")(st, two_runs)
+    from finetune_gui.evaluation import EvalOptions, evaluate_run
+    data = RunConfig.load(f"{two_runs[0]}/run.yaml").data.path
+    for root in two_runs:   # each run evaluated on the same questions
+        evaluate_run(root, EvalOptions(data=data, limit=4, max_new_tokens=4, general=False))
+    figure, table, scores = ui_handler(demo, "export_tab", "on_compare")(st, two_runs)
     assert list(table["setting"]) == ["train.learning_rate"]
     assert figure.axes and len(figure.axes[0].lines) >= 2
+    rouge = scores[scores.iloc[:, 1] == "ROUGE-L"]
+    assert len(rouge) == 1 and rouge.iloc[0, 0] == "codes"
+    assert all(value.endswith("%") for value in rouge.iloc[0, 2:])   # one figure per run
     with pytest.raises(gr.Error, match="two or more runs"):
         ui_handler(demo, "export_tab", "on_compare")(st, two_runs[:1])
 

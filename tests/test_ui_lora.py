@@ -24,10 +24,13 @@ def tiny_model(tiny_model_dir):
 @pytest.mark.parametrize("settings", [
     dict(r=8), dict(r=4, target_modules=["q_proj", "v_proj"]), dict(r=8, use_dora=True),
     dict(r=2, bias="all"), dict(r=2, bias="lora_only"), dict(r=3, modules_to_save=["lm_head"]),
+    dict(r=8, last_layers=1), dict(r=4, last_layers=1, target_modules=["q_proj"]),
+    dict(r=4, last_layers=5),
 ])
 def test_count_matches_peft_exactly(tiny_model, settings):
     lora = LoraConfig(**settings)
-    wrapped = peft.get_peft_model(copy.deepcopy(tiny_model), peft_config(lora))
+    wrapped = peft.get_peft_model(copy.deepcopy(tiny_model),
+                                  peft_config(lora, tiny_model))
     expected, _ = wrapped.get_nb_trainable_parameters()
     assert trainable_params(structure_of(tiny_model), lora) == expected
 
@@ -56,3 +59,12 @@ def test_target_names_without_a_loaded_model(tiny_model_dir):
     st.config.model.name_or_path = str(tiny_model_dir)
     assert target_names(st) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                 "up_proj", "down_proj"]
+
+
+def test_estimator_counts_only_the_last_layers(tiny_model_dir):
+    from finetune_gui.estimate import estimate
+    cfg = RunConfig()
+    cfg.model.name_or_path = str(tiny_model_dir)
+    everything = estimate(cfg).trainable_params
+    cfg.set("lora.last_layers", 1)          # the tiny Llama has 2 layers
+    assert estimate(cfg).trainable_params * 2 == everything

@@ -1,4 +1,4 @@
-"""Build the Gradio Blocks app: header (language, presets, CLI), the six tabs, their wiring."""
+"""Build the Gradio Blocks app: header (language, presets, CLI), the seven tabs, their wiring."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import gradio as gr
 
 from ..errors import FinetuneError
 from ..hardware import gpu_list as detect_gpus
-from . import chat_tab, data_tab, export_tab, lora_tab, model_tab, train_tab
+from . import (advice_box, chat_tab, data_tab, evaluate_tab, export_tab, lora_tab, model_tab,
+               train_tab)
 from .common import AppOptions, Ui, friendly, guarded
-from .fields import apply_shared_limits, bind_fields, field_updates
+from .fields import apply_shared_limits, bind_fields, field_updates, set_field
 from .jobs import JobRegistry
 from .locale import LANGUAGES, t
 from .presets import list_presets, load_preset, save_preset
 from .state import UserState, new_state_factory
 from .workspace import Workspace
 
-TABS = ("model", "data", "lora", "train", "chat", "export")
+TABS = ("model", "data", "lora", "train", "evaluate", "chat", "export")
 
 CSS = """
 .ft-progress { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
@@ -74,6 +75,8 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
                         parts[name] = lora_tab.build(ui, state)
                     elif name == "train":
                         parts[name] = train_tab.build(ui, state, registry)
+                    elif name == "evaluate":
+                        parts[name] = evaluate_tab.build(ui, state, registry)
                     elif name == "chat":
                         parts[name] = chat_tab.build(ui, state, registry)
                     else:
@@ -112,8 +115,11 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     model.loaded.then(lora.refresh, [state], lora.refresh_outputs, queue=False)
     model.loaded.then(_data_refresh_if_loaded(data), [state], data.refresh_outputs)
     tabs["lora"].select(lora.refresh, [state], lora.refresh_outputs, queue=False)
+    _wire_advice(ui, state, [lora.advice, train.advice], [tabs["lora"], tabs["train"]], lora)
     tabs["data"].select(_data_autoload(ui, data), [state], data.refresh_outputs)
     tabs["chat"].select(parts["chat"].refresh, [state], [parts["chat"].run], queue=False)
+    tabs["evaluate"].select(parts["evaluate"].refresh, [state], parts["evaluate"].refresh_outputs,
+                            queue=False)
     tabs["export"].select(parts["export"].refresh, [state], parts["export"].refresh_outputs,
                           queue=False)
 
@@ -188,6 +194,29 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         .then(lambda st: model_tab.hardware_markdown(st.lang), [state], [model.hardware],
               queue=False) \
         .then(train.attach, [state], train.outputs, queue=False)
+
+
+def _wire_advice(ui: Ui, state, boxes, tabs, lora) -> None:
+    """Small-data suggestions on the LoRA and Train tabs; Apply writes them into the config."""
+    from ..advice import small_data_suggestions
+    shown = advice_box.outputs(boxes)
+    field_comps = list(ui.fields.values())
+
+    def refresh(st: UserState):
+        return advice_box.updates(ui, st, boxes)
+
+    @guarded
+    def apply(st: UserState):
+        rows = advice_box.data_rows(ui, st)
+        for key, value in small_data_suggestions(st.config, rows).items():
+            set_field(ui, st, key, value)
+        return [*field_updates(ui, st.config), *advice_box.updates(ui, st, boxes)]
+
+    for tab in tabs:
+        tab.select(refresh, [state], shown, queue=False)
+    for box in boxes:
+        box.apply.click(apply, [state], [*field_comps, *shown], queue=False) \
+            .then(lora.refresh, [state], lora.refresh_outputs, queue=False)
 
 
 def _data_refresh_if_loaded(data):

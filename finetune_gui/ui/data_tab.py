@@ -42,6 +42,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         ui.field("data.format")
         ui.field("data.template")
         ui.field("data.system_prompt", "text")
+        ui.field("data.eval_path", "text")
     custom = ui.field("data.custom_template", "text", lines=3, visible=False)
     summary = gr.Markdown(ui.t("data.none"), elem_id="data-summary")
     table = gr.Dataframe(value=pd.DataFrame(columns=[dv.NUMBER, *dv.ALPACA_COLUMNS]),

@@ -11,6 +11,8 @@ import pandas as pd
 
 from .. import export, runs
 from ..errors import FinetuneError
+from ..evaluation import saved_results
+from ..evaluation.report import compare_evaluations
 from .chat_tab import BASE, run_choices
 from .common import Ui, guarded
 from .jobs import JobRegistry
@@ -78,6 +80,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             ui.text(compare, value="export.compare_button")
         curves = gr.Plot(elem_id="compare-plot")
         diff = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-diff")
+        evals = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-evals",
+                             label=ui.t("export.compare_evals"))
+        ui.text(evals, label="export.compare_evals")
 
     @guarded
     def on_run(st: UserState, choice: str):
@@ -125,7 +130,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         table = pd.DataFrame([[key, *map(str, values)]
                               for key, values in compared["config_diff"].items()],
                              columns=["setting", *compared["runs"]])
-        return export.loss_figure(compared["curves"], title="Loss by run"), table
+        scored = compare_evaluations({label: saved_results(root) for label, root
+                                      in zip(compared["runs"], roots)})
+        scores = pd.DataFrame(scored, columns=[t("export.compare_questions", st.lang),
+                                               t("eval.metric", st.lang), *compared["runs"]])
+        return export.loss_figure(compared["curves"], title="Loss by run"), table, scores
 
     def on_refresh(st: UserState):
         choices = finished_runs(st.lang)
@@ -138,5 +147,5 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         button.click(lambda: gr.update(interactive=False), None, button, queue=False) \
             .then(handler, inputs, [result], concurrency_id="export") \
             .then(lambda: gr.update(interactive=True), None, button, queue=False)
-    compare.click(on_compare, [state, compare_runs], [curves, diff])
+    compare.click(on_compare, [state, compare_runs], [curves, diff, evals])
     return SimpleNamespace(run=run, refresh=on_refresh, refresh_outputs=[run, compare_runs])

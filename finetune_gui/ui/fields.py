@@ -17,7 +17,7 @@ from .common import Ui, friendly
 from .state import UserState, model_source_kind
 
 # Keys whose values are paths the browser user chooses: checked against the workspace.
-PATH_KEYS = {"data.path", "data.val_path", "train.output_dir"}
+PATH_KEYS = {"data.path", "data.val_path", "data.eval_path", "train.output_dir"}
 TEXT_EVENTS = ("blur", "submit")
 
 

@@ -9,6 +9,7 @@ The count is exact for LoRA/DoRA (checked against peft in tests/test_ui_lora.py)
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -67,19 +68,25 @@ def structure_from_config(model_cfg: ModelConfig) -> Structure:
                             f"{str(exc).splitlines()[0][:200]}") from None
 
 
-def _targeted(structure: Structure, targets) -> list[tuple[str, int, int, int]]:
+def _targeted(structure: Structure, targets, last_layers: int = 0
+              ) -> list[tuple[str, int, int, int]]:
     if targets == "all-linear":
         chosen = [m for m in structure.linear if m[0].rsplit(".", 1)[-1] != "lm_head"
                   and m[0].rsplit(".", 1)[-1] in structure.names]
     else:
         wanted = set(targets)
         chosen = [m for m in structure.linear if m[0].rsplit(".", 1)[-1] in wanted]
+    if last_layers:
+        index = [(m, re.search(r"\.layers\.(\d+)\.", m[0])) for m in chosen]
+        layers = max((int(found.group(1)) for _, found in index if found), default=-1) + 1
+        chosen = [m for m, found in index
+                  if found and int(found.group(1)) >= layers - last_layers]
     return chosen
 
 
 def trainable_params(structure: Structure, lora: LoraConfig) -> int:
     """Exactly what ``peft.get_peft_model(...).get_nb_trainable_parameters()`` reports."""
-    chosen = _targeted(structure, lora.target_modules)
+    chosen = _targeted(structure, lora.target_modules, lora.last_layers)
     if not chosen:
         raise FinetuneError(f"lora.target_modules {lora.target_modules!r} match no linear "
                             "layer of this model")

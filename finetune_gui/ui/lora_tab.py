@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..errors import FinetuneError
+from . import advice_box
 from .common import Ui, friendly
 from .lora_count import count_report, estimator, structure_from_config
 from .locale import t
@@ -16,6 +17,7 @@ GIB = 1024 ** 3
 
 
 def build(ui: Ui, state: gr.State) -> SimpleNamespace:
+    advice = advice_box.build(ui, "lora-advice")
     with gr.Row():
         with gr.Column(scale=3):
             ui.field("lora.r", "slider", minimum=1, maximum=256, elem_id="lora-r")
@@ -26,6 +28,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
                                        info=ui.t("help.lora.target_modules"),
                                        elem_id="lora-targets")
             ui.text(targets, label="field.lora.target_modules", info="help.lora.target_modules")
+            ui.field("lora.last_layers", "number")
             with gr.Row():
                 ui.field("lora.use_rslora")
                 ui.field("lora.use_dora")
@@ -95,7 +98,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
     def refresh(st: UserState):
         return target_update(st), count_text(st)
 
-    return SimpleNamespace(targets=targets, count=count, refresh=refresh,
+    return SimpleNamespace(targets=targets, count=count, refresh=refresh, advice=advice,
                            refresh_outputs=[targets, count], count_text=count_text)
 
 

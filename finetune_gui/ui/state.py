@@ -36,6 +36,9 @@ class UserState:
     # Chat tab
     engine: Any = None
     engine_source: str = ""
+    # Evaluate tab
+    eval_result: Any = None           # the result on show (for the worse-than-base filter)
+    eval_stop: Any = None             # threading.Event of the evaluation running for this page
     # Train tab: how much of the job's plot/log this page has drawn
     drawn_points: int = -1
     drawn_log: int = -1

@@ -15,7 +15,8 @@ import pandas as pd
 
 from ..errors import FinetuneError
 from ..runs import RunPaths
-from ..training import JobState
+from ..job_progress import JobState
+from . import advice_box
 from .common import Ui, guarded
 from .fields import apply_values
 from .jobs import JobRegistry
@@ -26,6 +27,7 @@ MIB = 2 ** 20
 
 
 def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
+    advice = advice_box.build(ui, "train-advice")
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
@@ -41,10 +43,15 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.field("train.warmup_ratio", "slider")
                 ui.field("data.val_split", "slider")
             with gr.Row():
+                ui.field("train.eval_steps", "number")
+                ui.field("train.early_stopping_patience", "number")
+                ui.field("data.replay_ratio", "slider", step=0.05)
+            with gr.Row():
                 ui.field("train.save_steps", "number")
                 ui.field("train.seed", "number")
                 ui.field("train.precision")
             with gr.Row():
+                ui.field("train.neftune_noise_alpha", "number")
                 ui.field("train.gradient_checkpointing")
                 ui.field("train.fused_lora")
                 ui.field("train.cpu_kernels")
@@ -144,7 +151,8 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         st.drawn_status = ""
         return poll(st)
 
-    return SimpleNamespace(outputs=outputs, attach=attach, timer=timer, wire_buttons=wire_buttons)
+    return SimpleNamespace(outputs=outputs, attach=attach, timer=timer, wire_buttons=wire_buttons,
+                           advice=advice)
 
 
 def empty_plot() -> pd.DataFrame:
@@ -198,6 +206,8 @@ def stats_markdown(s: JobState, lang: str) -> str:
             text += " · " + t("train.vram", lang, mib=f"{mem['vram_bytes'] / MIB:,.0f}",
                               peak=f"{mem.get('vram_peak_bytes', 0) / MIB:,.0f}")
         lines.append(text)
+    if s.best_step is not None:
+        lines.append(t("train.best", lang, step=s.best_step, loss=f"{s.best_eval_loss:.4f}"))
     if s.trainable_params:
         lines.append(t("train.params", lang, n=f"{s.trainable_params:,}",
                        total=f"{s.total_params:,}", examples=s.examples))

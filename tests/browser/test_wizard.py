@@ -2,8 +2,9 @@
 
 load model → edit a row and see the preview change → change the rank and see the
 trainable count change → train and see loss points appear → reload mid-training and see
-progress continue → stop → chat and get a streamed answer → export. Screenshots of every
-tab go to docs/screenshots/ for the README's tour.
+progress continue → stop → evaluate and see the table → chat and get a streamed answer →
+export. Screenshots of every tab, taken once the page has drawn, go to the folder in
+FINETUNE_GUI_SCREENSHOTS (docs/screenshots for the README's tour).
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def shot(page, name: str) -> None:
     page.add_style_tag(content=".toast-wrap { display: none !important; }")
     page.wait_for_timeout(400)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def wait_plot_drawn(page, selector: str) -> None:
+    """Wait until the chart has drawn its lines (Vega draws into a canvas or an SVG)."""
+    page.wait_for_function(
+        """(sel) => { const root = document.querySelector(sel); if (!root) return false;
+            if (root.querySelector('svg path.mark-line, svg .mark-line path, svg .mark-symbol path'))
+                return true;
+            const canvas = root.querySelector('canvas'); if (!canvas || !canvas.width) return false;
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let colored = 0;
+            for (let i = 0; i < data.length; i += 16) {
+                const r = data[i], g = data[i + 1], b = data[i + 2], a = data[i + 3];
+                if (a > 0 && Math.abs(r - b) > 60) colored++;   // the blue/orange lines
+            }
+            return colored > 20; }""", arg=selector, timeout=TIMEOUT_MS)
 
 
 def trainable(page) -> int:
@@ -112,6 +129,8 @@ def test_whole_wizard(app_server, browser, codes_data):
     fill(page, "#train-max-steps", "400")
     fill(page, "#train-save-steps", "25")
     fill(page, "#train-learning-rate", "0.005")
+    fill(page, "#data-val-split", "0.25")      # held-out rows: an eval loss curve too
+    fill(page, "#train-eval-steps", "2")
     page.locator("#train-start").click()
     wait_text(page, "#train-stats", r"[1-9]\d* loss points")
     seen = step_of(page)
@@ -127,14 +146,33 @@ def test_whole_wizard(app_server, browser, codes_data):
         ".match(/(\\d+)\\/(\\d+)/); return m && Number(m[1]) > n; }",
         arg=seen, timeout=TIMEOUT_MS)                      # and it kept going
     assert page.locator("#train-start button, button#train-start").first.is_disabled()
+    wait_text(page, "#train-stats", r"eval loss \*\*\d")   # the held-out rows were measured
     page.locator("#train-stop").click()
     wait_text(page, "#train-stats", "stopped")
-    assert page.locator("#train-plot canvas, #train-plot svg").count() >= 1
+    wait_plot_drawn(page, "#train-plot")
     shot(page, "train")
+
+    # ---- Evaluate: ask the stopped run questions, base vs tuned, see the table --------
+    open_tab(page, "evaluate")
+    run_dir = next(runs.iterdir())
+    page.locator("#eval-run input").click()
+    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    wait_text(page, "#eval-summary", "held no rows|Ready")   # the run's default questions
+    fill(page, "#eval-data", str(codes_data))
+    fill(page, "#eval-limit", "8")
+    page.locator("#eval-start").click()
+    wait_text(page, "#eval-progress", "Done", timeout_ms=TIMEOUT_MS * 2)
+    summary = wait_text(page, "#eval-summary", "ROUGE-L")
+    assert "General answers kept" in summary or "general questions" in summary
+    assert "Base" in summary and "Change" in summary
+    page.wait_for_function("() => document.querySelectorAll('#eval-table tbody tr').length >= 8",
+                           timeout=TIMEOUT_MS)
+    assert "What is code" in text(page, "#eval-table")
+    assert (run_dir / "eval" / "codes.json").exists()
+    shot(page, "evaluate")
 
     # ---- Chat: the stopped run has an adapter; a streamed answer arrives ---------------
     open_tab(page, "chat")
-    run_dir = next(runs.iterdir())
     page.locator("#chat-run input").click()
     page.get_by_role("option").filter(has_text=run_dir.name).first.click()
     fill(page, "#chat-input", "What is code 0?", commit="Enter")
