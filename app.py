@@ -4,8 +4,11 @@
                   [--model NAME_OR_PATH] [--runs-dir DIR]
 
 ``--share`` makes a public Gradio link, so it always needs a login: without ``--auth`` (or
-the FINETUNE_GUI_AUTH variable) a password is generated and printed. If the link cannot be
-made (no internet), the app says so and keeps serving locally.
+the FINETUNE_GUI_AUTH variable) a password is generated and printed; the same for a
+``--host`` that others on the network can reach. Whenever others can reach the app
+(``--share``, ``--auth``, or such a host) it is *shared*: paths stay inside the workspace
+and no model runs code. If the link cannot be made (no internet), the app says so and keeps
+serving locally.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 AUTH_ENV = "FINETUNE_GUI_AUTH"
 SHARE_USER = "finetune"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,23 +53,31 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def reachable_by_others(args: argparse.Namespace) -> bool:
+    """Anyone but the person at this machine can reach the app: it is shared."""
+    return bool(args.share or args.auth or args.host not in LOOPBACK_HOSTS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     auth = parse_auth(args.auth)
-    if args.share and auth is None:
+    shared = reachable_by_others(args)
+    if shared and auth is None:
         auth = (SHARE_USER, secrets.token_urlsafe(12))
-        print(f"* --share makes this app public: log in as user '{auth[0]}' with the "
-              f"generated password: {auth[1]}", flush=True)
+        why = "--share makes this app public" if args.share else \
+            f"--host {args.host} lets others on the network reach this app"
+        print(f"* {why}: log in as user '{auth[0]}' with the generated password: "
+              f"{auth[1]}", flush=True)
     from finetune_gui.ui.app import build_app, launch_kwargs
     from finetune_gui.ui.common import AppOptions
-    options = AppOptions(lang=args.lang, shared=args.share, model=args.model,
+    options = AppOptions(lang=args.lang, shared=shared, model=args.model,
                          runs_dir=args.runs_dir, root=os.getcwd())
     demo = build_app(options)
     # Light events (fields, previews, polls) run side by side so no session waits behind
     # another's; heavy ones (model load, chat, training, export) carry their own limits.
     demo.queue(default_concurrency_limit=8)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                prevent_thread_lock=True, quiet=False, **launch_kwargs(args.share))
+                prevent_thread_lock=True, quiet=False, **launch_kwargs(shared))
     if args.share and not demo.share_url:
         print(f"* The public share link could not be made (no internet connection, or the "
               f"Gradio share server is unreachable). The app is still serving locally at "

@@ -112,6 +112,21 @@ class ResolvedSource:
     description: str
 
 
+def source_kind(name: str) -> str:
+    """embedded / hub / folder / gguf: what ``resolve_source`` will treat ``name`` as
+    (the Model tab's source selector and the shared-app path check read it)."""
+    text = name.strip()
+    if text == EMBEDDED_MODEL:
+        return "embedded"
+    if text.lower().endswith(".gguf"):
+        return "gguf"
+    if text.startswith((".", "/", "~")) or ("/" in text and text.count("/") != 1):
+        return "folder"
+    if Path(text).expanduser().exists():
+        return "folder"
+    return "hub"
+
+
 def resolve_source(name_or_path: str) -> ResolvedSource:
     text = name_or_path.strip()
     if not text:

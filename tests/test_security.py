@@ -37,14 +37,22 @@ OUTSIDE = "outside the shared workspace"
 
 @pytest.fixture(scope="module")
 def shared_app(tmp_path_factory):
+    """The app shared from its own workspace folder, whose presets/user/ holds presets
+    saved earlier by a local launch with paths outside the workspace (finding 1)."""
     work = tmp_path_factory.mktemp("shared-app")
+    outside = tmp_path_factory.mktemp("outside")
+    write_jsonl(outside / "secret.jsonl", [{"instruction": "pin", "output": "1234"}])
+    user_presets = work / "presets" / "user"
+    user_presets.mkdir(parents=True)
+    (user_presets / "outside-data.yaml").write_text(f"data:\n  path: {outside}/secret.jsonl\n")
+    (user_presets / "outside-model.yaml").write_text(f"model:\n  name_or_path: {outside}\n")
     port = free_port()
     log = work / "app.log"
     proc = start_app(["--share", "--port", str(port), "--runs-dir", str(work / "runs")], log,
                      {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
                       "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
                       "FINETUNE_GUI_AUTH": f"ann:{PASSWORD}", "HF_TOKEN": TOKEN,
-                      "FINETUNE_GUI_MAX_UPLOAD": "1mb"})
+                      "FINETUNE_GUI_MAX_UPLOAD": "1mb"}, cwd=work)
     try:
         wait_for_line(log, "Press Ctrl+C to stop", proc, timeout=180)
         yield f"http://127.0.0.1:{port}", log
@@ -87,12 +95,14 @@ API_POSTS = ["/gradio_api/queue/join", "/gradio_api/run/predict", "/gradio_api/c
 
 def test_visitors_without_the_password_get_only_the_login_page(shared_app):
     base, _ = shared_app
-    status, page = fetch(base + "/")
-    assert status == 200 and '"auth_required":true' in page
-    assert '"components":[],"dependencies":[]' in page
-    assert '"named_endpoints":{},"unnamed_endpoints":{}' in page, "no API description"
-    for private in ("train-start", "learning_rate", "quickstart", "LoRA", "output_dir"):
-        assert private not in page, f"the login page gives away {private!r}"
+    for url in ("/", "/?all_endpoints=true", "/?all_endpoints=1&page="):
+        status, page = fetch(base + url)
+        assert status == 200 and '"auth_required":true' in page
+        assert '"components":[],"dependencies":[]' in page
+        assert '"named_endpoints":{},"unnamed_endpoints":{}' in page, f"API description: {url}"
+        for private in ("train-start", "learning_rate", "quickstart", "LoRA", "output_dir",
+                        "on_preset_load"):
+            assert private not in page, f"the login page {url} gives away {private!r}"
     for path in API_GETS:
         assert fetch(base + path)[0] == 401, path
     body = json.dumps({"data": [], "fn_index": 0, "session_hash": "x"}).encode()
@@ -103,6 +113,31 @@ def test_visitors_without_the_password_get_only_the_login_page(shared_app):
         {"username": "ann", "password": "guess"}).encode())[0] == 400
 
 
+def call_api(base: str, opener, name: str, data: list) -> tuple[str, str]:
+    """One event through Gradio's HTTP API (what any script can send): (event, data)."""
+    status, text = fetch(f"{base}/gradio_api/call/{name}", json.dumps({"data": data}).encode(),
+                         {"Content-Type": "application/json"}, opener=opener)
+    assert status == 200, text
+    event_id = json.loads(text)["event_id"]
+    status, stream = fetch(f"{base}/gradio_api/call/{name}/{event_id}", opener=opener)
+    events = [line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("event: ")]
+    payload = [line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("data: ")]
+    return events[-1], payload[-1] if payload else ""
+
+
+def test_a_preset_cannot_smuggle_outside_paths_into_a_shared_app(shared_app):
+    """Finding 1: presets saved by a local launch with outside paths, loaded after --share,
+    through Gradio's HTTP API."""
+    base, _ = shared_app
+    opener = logged_in(base)
+    for name, field in (("outside-data.yaml", "data.path"),
+                        ("outside-model.yaml", "model.name_or_path")):
+        event, data = call_api(base, opener, "on_preset_load", [f"presets/user/{name}"])
+        assert event == "error", (name, data)
+        message = json.loads(data)["error"]
+        assert message.startswith(f"{field} '") and OUTSIDE in message, message
+
+
 def test_logged_in_users_read_no_files_through_gradio(shared_app):
     base, _ = shared_app
     opener = logged_in(base)
@@ -110,6 +145,48 @@ def test_logged_in_users_read_no_files_through_gradio(shared_app):
     for path in ("/etc/passwd", "app.py", "presets/quickstart.yaml", "../../etc/passwd"):
         status, _ = fetch(base + "/gradio_api/file=" + path, opener=opener)
         assert status in (403, 404), path
+
+
+def test_every_way_a_config_is_used_checks_it_again(shared_ui, tiny_model_dir):
+    """A session config holding outside paths however they got there (an old session, a
+    raw API call): Start, Resume, Model load, and a run whose model lies outside."""
+    import shutil
+
+    from finetune_gui.runs import ADAPTER, RUN_CONFIG
+    demo, root, secret = shared_ui
+    registry = demo.registry
+    st = UserState(config=RunConfig())
+    st.config.data.path = str(secret / "private.jsonl")
+    st.config.train.output_dir = "runs/x"
+    values = [None] * len(demo.ui.fields)
+    for handler in ("on_start", "on_resume"):
+        message = refused(lambda: ui_handler(demo, "train_tab", handler)(st, *values))
+        assert message.startswith("data.path '") and OUTSIDE in message, message
+    assert registry.current is None, "nothing started"
+    st = UserState(config=RunConfig())
+    st.config.model.name_or_path = str(secret)
+    assert OUTSIDE in refused(lambda: ui_handler(demo, "model_tab", "on_load")(st))
+    # a run trained locally on a model folder outside the workspace
+    run = root / "runs" / "local-run"
+    (run / ADAPTER).mkdir(parents=True)
+    config = RunConfig()
+    config.model.name_or_path = str(secret)
+    config.save(run / RUN_CONFIG)
+    st = UserState(config=RunConfig())
+    assert OUTSIDE in refused(lambda: ui_handler(demo, "export_tab", "on_run")(st, "runs/local-run"))
+    assert OUTSIDE in refused(lambda: ui_handler(demo, "chat_tab", "on_load")(st, "runs/local-run"))
+    shutil.rmtree(run)
+
+
+@pytest.mark.parametrize("argv, shared", [
+    ([], False), (["--host", "localhost"], False), (["--share"], True),
+    (["--auth", "ann:pw"], True), (["--host", "0.0.0.0"], True), (["--host", "192.168.1.5"], True),
+])
+def test_reachable_by_others_means_shared(argv, shared, monkeypatch):
+    """Finding 3: --auth alone, or a LAN host, gets the same jail as --share."""
+    import app
+    monkeypatch.delenv("FINETUNE_GUI_AUTH", raising=False)
+    assert app.reachable_by_others(app.parse_args(argv)) is shared
 
 
 def test_uploads_are_capped(shared_app):
@@ -220,11 +297,11 @@ def test_shared_app_refuses_remote_code_and_pickle(shared_ui):
     demo, root, _ = shared_ui
     st = UserState(config=RunConfig())
     for key, text in (("trust_remote_code", "model.trust_remote_code is off while the app is "
-                                            "shared: run it locally (without --share) to use "
-                                            "such models"),
+                                            "shared: run it locally (without --share/--auth) "
+                                            "to use such models"),
                       ("allow_pickle", "model.allow_pickle is off while the app is shared: "
                                        "pickle weights can run code on this machine; run it "
-                                       "locally (without --share) to use them")):
+                                       "locally (without --share/--auth) to use them")):
         update, status = ui_handler(demo, "fields", f"set_model_{key}")(st, True)
         assert status == f"⚠️ {text}" and update["value"] is False
         assert getattr(st.config.model, key) is False

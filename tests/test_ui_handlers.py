@@ -17,7 +17,8 @@ from finetune_gui.ui.common import AppOptions, Ui, friendly
 from finetune_gui.ui.fields import apply_values, set_field
 from finetune_gui.ui.jobs import JobRegistry
 from finetune_gui.ui.presets import list_presets, load_preset, save_preset, sparse_dict
-from finetune_gui.ui.state import UserState, model_source_kind
+from finetune_gui.models import source_kind as model_source_kind
+from finetune_gui.ui.state import UserState
 from finetune_gui.ui.workspace import PathNotAllowed, Workspace
 from tests.conftest import write_jsonl
 

@@ -12,7 +12,7 @@ from ..hardware import gpu_list as detect_gpus
 from . import (advice_box, chat_tab, data_tab, evaluate_tab, export_tab, lora_tab, model_tab,
                train_tab)
 from .common import AppOptions, Ui, friendly, guarded
-from .fields import apply_shared_limits, bind_fields, field_updates, set_field
+from .fields import bind_fields, field_updates, set_field
 from .jobs import JobRegistry
 from .locale import LANGUAGES, t
 from .presets import list_presets, load_preset, save_preset
@@ -87,13 +87,19 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
               (preset, preset_load, preset_name, preset_save, cli_button, cli), registry)
     if options.shared:
         # Gradio writes the API description (every handler, label and default) into the
-        # login page too; a shared app lists none, so visitors learn nothing before login.
+        # login page too, and '/?all_endpoints=true' lists even undocumented handlers; a
+        # shared app describes none, so visitors learn nothing before login.
         for fn in demo.fns.values():
             if fn.api_visibility == "public":
                 fn.api_visibility = "undocumented"
+        demo.get_api_info = _no_api_description
     demo.ui = ui
     demo.registry = registry
     return demo
+
+
+def _no_api_description(*_args, **_kwargs) -> dict:
+    return {"named_endpoints": {}, "unnamed_endpoints": {}}
 
 
 def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, registry) -> None:
@@ -141,7 +147,8 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         if not path:
             raise FinetuneError(t("preset.none", st.lang))
         config = load_preset(ui.workspace, path)
-        notes = apply_shared_limits(ui, config)
+        notes = ui.workspace.switch_off_code(config)
+        ui.workspace.check_config(config)  # a path outside the workspace refuses the preset
         config.train.output_dir = ui.workspace.fresh_run_dir(config.train.output_dir)
         st.config, st.preset = config, path
         st.drop_model()

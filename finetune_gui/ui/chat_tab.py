@@ -79,13 +79,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         st.engine = None
         progress(0.2, desc=t("chat.loading", st.lang))
         if choice == BASE:
-            config = st.config.copy()
-            if ui.options.shared:
-                config.model.trust_remote_code = config.model.allow_pickle = False
-            engine = ChatEngine.from_config(config)
+            ui.workspace.check_model(st.config)
+            engine = ChatEngine.from_config(st.config.copy())
         else:
-            path = ui.workspace.check(choice, "run")
-            engine = ChatEngine.from_run(path)
+            engine = ChatEngine.from_run(ui.workspace.check_run(choice))
         st.engine, st.engine_source = engine, choice
         return engine
 

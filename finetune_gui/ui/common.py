@@ -26,7 +26,7 @@ log = logging.getLogger("finetune_gui.ui")
 @dataclass
 class AppOptions:
     lang: str = "en"
-    shared: bool = False
+    shared: bool = False              # others can reach it (--share, --auth, a LAN host): jailed
     model: str | None = None          # --model: the base model the app starts with
     runs_dir: str = "runs"
     root: str = "."

@@ -71,7 +71,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     def check_run(choice: str) -> Path:
         if not choice:
             raise FinetuneError(t("eval.pick", "en"))
-        return runs.find_run(ui.workspace.check(choice, "run"))[0].root
+        return ui.workspace.check_run(choice)
 
     def engine_for(st: UserState, choice: str, root: Path):
         from ..chat import ChatEngine
@@ -105,9 +105,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                     with_general: bool, limit_rows, max_tokens):
         try:
             root = check_run(choice)
-            data_path = (data_path or "").strip()
-            if data_path:
-                data_path = str(ui.workspace.check(data_path, "evaluation data"))
+            # The file asked, whether typed or named by the run's config, stays inside
+            # the workspace when the app is shared.
+            source = rows_source(root, runs.find_run(root)[1], (data_path or "").strip())
+            data_path = str(ui.workspace.check(source, "evaluation data"))
             options = EvalOptions(data=data_path, base=bool(with_base),
                                   general=bool(with_general), limit=_whole(limit_rows),
                                   max_new_tokens=_whole(max_tokens))

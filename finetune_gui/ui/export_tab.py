@@ -88,8 +88,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     def on_run(st: UserState, choice: str):
         if not choice:
             return t("export.pick", st.lang), gr.skip(), gr.skip()
-        root = ui.workspace.check(choice, "run")
-        paths, _ = runs.find_run(root)
+        paths, _ = runs.find_run(ui.workspace.check_run(choice))
         about = export.describe_export(paths.root)
         text = t("export.adapter", st.lang, path=ui.workspace.display(paths.adapter))
         text += "\n\n" + folder_listing(paths.adapter)
@@ -104,7 +103,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     def on_merge(st: UserState, choice: str, target: str, progress=gr.Progress()):
         if not choice:
             raise FinetuneError(t("export.pick", st.lang))
-        root = ui.workspace.check(choice, "run")
+        root = ui.workspace.check_run(choice)
         out = ui.workspace.check(target or (Path(choice) / "merged"), "export folder")
         saved = export.export_merged(root, out, progress=_gradio_progress(progress))
         notes = "".join(f"\n\n{n}" for n in saved.notes)
@@ -115,7 +114,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     def on_gguf(st: UserState, choice: str, target: str, kind: str, progress=gr.Progress()):
         if not choice:
             raise FinetuneError(t("export.pick", st.lang))
-        root = ui.workspace.check(choice, "run")
+        root = ui.workspace.check_run(choice)
         out = ui.workspace.check(target or (Path(choice) / "model.gguf"), "GGUF file")
         saved = export.export_gguf(root, out, kind, progress=_gradio_progress(progress))
         return t("export.gguf_done", st.lang, path=ui.workspace.display(saved.path)) + \

@@ -12,12 +12,10 @@ from typing import Any
 import gradio as gr
 
 from ..config import RunConfig
-from ..errors import ConfigError, FinetuneError
 from .common import Ui, friendly
-from .state import UserState, model_source_kind
+from .state import UserState
+from .workspace import PATH_KEYS
 
-# Keys whose values are paths the browser user chooses: checked against the workspace.
-PATH_KEYS = {"data.path", "data.val_path", "data.eval_path", "train.output_dir"}
 TEXT_EVENTS = ("blur", "submit")
 
 
@@ -46,20 +44,15 @@ def _is_int_field(dotted: str) -> bool:
 
 
 def set_field(ui: Ui, st: UserState, dotted: str, value: Any) -> None:
-    """Write one field into the session config; raises ``FinetuneError`` if refused."""
+    """Write one field into the session config; raises ``FinetuneError`` if refused
+    (by the config's own checks, or by the shared-app policy on the result)."""
     value = to_config(dotted, value)
     if dotted in PATH_KEYS and isinstance(value, str) and value.strip():
         ui.workspace.check(value, dotted)
-    if dotted == "model.name_or_path" and ui.options.shared:
-        if model_source_kind(value) in ("folder", "gguf"):
-            ui.workspace.check(value, dotted)
-    if dotted == "model.trust_remote_code" and value and ui.options.shared:
-        raise ConfigError("model.trust_remote_code is off while the app is shared: "
-                          "run it locally (without --share) to use such models")
-    if dotted == "model.allow_pickle" and value and ui.options.shared:
-        raise ConfigError("model.allow_pickle is off while the app is shared: pickle weights "
-                          "can run code on this machine; run it locally (without --share) "
-                          "to use them")
+    if dotted.startswith("model."):
+        trial = st.config.copy()
+        trial.set(dotted, value, source="UI")
+        ui.workspace.check_model(trial)
     st.config.set(dotted, value, source="UI")
     if dotted.startswith("model."):
         st.drop_model()
@@ -94,27 +87,6 @@ def _make_handler(ui: Ui, dotted: str):
 def field_updates(ui: Ui, config: RunConfig) -> list:
     """``gr.update`` for every field, in ``ui.fields`` order, from ``config``."""
     return [gr.update(value=to_ui(config, key)) for key in ui.fields]
-
-
-def apply_shared_limits(ui: Ui, config: RunConfig) -> list[str]:
-    """Make a loaded config safe for a shared app; returns what was changed."""
-    notes = []
-    if ui.options.shared:
-        if config.model.trust_remote_code:
-            config.model.trust_remote_code = False
-            notes.append("model.trust_remote_code was switched off (the app is shared)")
-        if config.model.allow_pickle:
-            config.model.allow_pickle = False
-            notes.append("model.allow_pickle was switched off (the app is shared)")
-        for key in PATH_KEYS:
-            section, name = key.split(".")
-            value = getattr(getattr(config, section), name)
-            if value:
-                try:
-                    ui.workspace.check(value, key)
-                except FinetuneError as exc:
-                    notes.append(str(exc))
-    return notes
 
 
 def apply_values(ui: Ui, st: UserState, values: dict[str, Any]) -> None:

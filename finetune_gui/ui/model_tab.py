@@ -11,7 +11,8 @@ from .. import hardware, models
 from ..config import EMBEDDED_MODEL
 from .common import Ui, guarded, markdown_lines
 from .lora_count import structure_of
-from .state import UserState, model_source_kind
+from ..models import source_kind
+from .state import UserState
 
 SOURCES = ("embedded", "hub", "folder", "gguf")
 
@@ -72,9 +73,9 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
 
     @guarded
     def on_load(st: UserState, progress=gr.Progress()):
+        ui.workspace.switch_off_code(st.config)
+        ui.workspace.check_model(st.config)    # a folder from a preset or an old session too
         cfg = st.config.model
-        if ui.options.shared:
-            cfg.trust_remote_code = cfg.allow_pickle = False
         st.drop_model()
         st.engine = None
         progress(0.05, desc=ui_t(st, "model.progress.resolve"))
@@ -131,7 +132,7 @@ def hardware_markdown(lang: str) -> str:
 
 def source_update(st: UserState):
     """Source selector and path box for the session's current model (page load, preset)."""
-    kind = model_source_kind(st.config.model.name_or_path)
+    kind = source_kind(st.config.model.name_or_path)
     return (gr.update(value=kind),
             gr.update(value=st.config.model.name_or_path, interactive=kind != "embedded"),
             gr.update(visible=kind == "gguf"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import EMBEDDED_MODEL, RunConfig
+from ..config import RunConfig
 from ..errors import FinetuneError
 from .common import AppOptions
 from .workspace import Workspace
@@ -87,17 +87,3 @@ def new_state_factory(options: AppOptions, workspace: Workspace):
         return UserState(config=config, lang=options.lang, preset=preset)
     make.__name__ = "new_user_state"
     return make
-
-
-def model_source_kind(name: str) -> str:
-    """embedded / hub / folder / gguf, for the Model tab's source selector."""
-    text = name.strip()
-    if text == EMBEDDED_MODEL:
-        return "embedded"
-    if text.lower().endswith(".gguf"):
-        return "gguf"
-    if text.startswith((".", "/", "~")) or ("/" in text and text.count("/") != 1):
-        return "folder"
-    if Path(text).expanduser().exists():
-        return "folder"
-    return "hub"

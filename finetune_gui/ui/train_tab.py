@@ -81,6 +81,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
 
     def _start(st: UserState, resume_run: bool, values):
         apply_values(ui, st, dict(zip(keys, values)))
+        ui.workspace.check_config(st.config)  # whatever set it: a field, a preset, an API call
         if st.data_dirty:
             raise FinetuneError(t("train.unsaved_data", st.lang))
         out = ui.workspace.check(st.config.train.output_dir, "train.output_dir")
@@ -90,8 +91,6 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         if resume_run and not has_checkpoint:
             raise FinetuneError(t("train.no_checkpoint", st.lang,
                                   path=st.config.train.output_dir))
-        if ui.options.shared:
-            st.config.model.trust_remote_code = st.config.model.allow_pickle = False
         registry.start(st.config, resume=resume_run)
         st.drawn_points = st.drawn_log = -1
         gr.Info(t("train.started", st.lang, path=st.config.train.output_dir))

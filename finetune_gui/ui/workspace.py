@@ -1,8 +1,11 @@
 """Which folders a browser user may read and write when the app is shared.
 
-Locally the person at the keyboard owns the machine, so any path goes. With ``--share``
-anyone holding the link (and the password) types paths into the UI; they must stay inside
-the workspace folders: ``presets/``, the runs folder and ``data/uploads/``.
+Locally the person at the keyboard owns the machine, so any path goes. When others can
+reach the app (``--share``, ``--auth``, or a ``--host`` other than loopback) they type paths
+into the UI, load presets and pick runs; every such value must stay inside the workspace
+folders (``presets/``, the runs folder and ``data/uploads/``), and no model may run code
+(remote code, pickle). ``check_config`` is the one place that decides, and it is called
+where a value is used (Start, Resume, Load, Evaluate, Chat, Export), not only where typed.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FinetuneError
+from ..config import RunConfig
+from ..errors import ConfigError, FinetuneError
+from ..models import source_kind
+from ..runs import find_run
 
 UPLOADS = Path("data") / "uploads"
+# Config keys whose values are paths the browser user chooses.
+PATH_KEYS = ("data.path", "data.val_path", "data.eval_path", "train.output_dir")
 
 
 class PathNotAllowed(FinetuneError):
@@ -64,6 +72,53 @@ class Workspace:
             raise PathNotAllowed(f"{what} '{text}' is outside the shared workspace; "
                                  f"use a path under {names}")
         return p
+
+    def check_model(self, config: RunConfig) -> None:
+        """When shared: the model comes from the workspace (or the Hub cache, or the embedded
+        one) and runs no code from its files."""
+        if not self.shared:
+            return
+        model = config.model
+        if source_kind(model.name_or_path) in ("folder", "gguf"):
+            self.check(model.name_or_path, "model.name_or_path")
+        if model.trust_remote_code:
+            raise ConfigError("model.trust_remote_code is off while the app is shared: "
+                              "run it locally (without --share/--auth) to use such models")
+        if model.allow_pickle:
+            raise ConfigError("model.allow_pickle is off while the app is shared: pickle "
+                              "weights can run code on this machine; run it locally "
+                              "(without --share/--auth) to use them")
+
+    def switch_off_code(self, config: RunConfig) -> list[str]:
+        """When shared, a loaded preset's remote-code and pickle switches are turned off
+        (the rest of it stays usable); returns what was changed."""
+        notes = []
+        if self.shared:
+            for key in ("trust_remote_code", "allow_pickle"):
+                if getattr(config.model, key):
+                    setattr(config.model, key, False)
+                    notes.append(f"model.{key} was switched off (the app is shared)")
+        return notes
+
+    def check_config(self, config: RunConfig) -> None:
+        """When shared: every path of ``config`` inside the workspace, and ``check_model``.
+        Raises with the field's name; changes nothing."""
+        if not self.shared:
+            return
+        for key in PATH_KEYS:
+            section, name = key.split(".")
+            value = getattr(getattr(config, section), name)
+            if value:
+                self.check(value, key)
+        self.check_model(config)
+
+    def check_run(self, choice: str | Path, what: str = "run") -> Path:
+        """A run folder inside the workspace whose model passes ``check_model``: a run
+        trained locally on an outside model folder is refused when shared."""
+        root = self.check(choice, what)
+        paths, config = find_run(root)
+        self.check_model(config)
+        return paths.root
 
     def display(self, path: str | Path) -> str:
         """A path relative to the workspace root where possible (shorter, no home folder)."""
