@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +38,28 @@ def messages_to_example(messages: list[dict]) -> Example:
         raise FinetuneError("the conversation must end with a non-empty user message")
     turns.append(Turn(pending, "", ""))
     return Example(turns, system=system)
+
+
+# A text longer than this many characters per token of room cannot fit (real text runs at
+# 2-5): refused before it is even tokenised, so a huge paste costs nothing.
+MAX_CHARS_PER_TOKEN = 8
+MAX_MESSAGE_CHARS = 200_000   # what the chat box accepts at all (the context check follows)
+DEFAULT_CONTEXT = 2048     # a model config that names no context length
+
+
+@dataclass
+class FittedPrompt:
+    """The prompt's tokens after fitting the conversation into the model's context."""
+    ids: list[int]
+    dropped_turns: int = 0   # the oldest question/answer pairs left out to make room
+
+
+def context_length(model) -> int:
+    """How many positions the model was built for (prompt and answer together)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
+    limit = getattr(cfg, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else DEFAULT_CONTEXT
 
 
 class ChatEngine:
@@ -93,6 +116,31 @@ class ChatEngine:
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.example_prompt_ids(messages_to_example(messages))
 
+    def fit_prompt(self, messages: list[dict], max_new_tokens: int) -> FittedPrompt:
+        """The conversation's prompt within the context, the oldest turns dropped first;
+        a last message (with the system prompt) that cannot fit alone is refused."""
+        context = context_length(self.model)
+        room = context - max_new_tokens
+        if room < 16:
+            raise FinetuneError(f"generation.max_new_tokens={max_new_tokens} leaves no room "
+                                f"for the question in this model's {context}-token context")
+        example = messages_to_example(messages)
+        for start in range(len(example.turns)):
+            turns = example.turns[start:]
+            chars = len(example.system) + sum(len(t.instruction) + len(t.input) + len(t.output)
+                                              for t in turns)
+            if chars > room * MAX_CHARS_PER_TOKEN:
+                continue
+            ids = self.example_prompt_ids(Example(turns, system=example.system))
+            if len(ids) <= room:
+                return FittedPrompt(ids, start)
+        last = example.turns[-1]
+        size = len(last.instruction) + len(example.system)
+        raise FinetuneError(
+            f"the message{' and system prompt' if example.system else ''} ({size:,} "
+            f"characters) do not fit this model's context of {context:,} tokens "
+            f"(less {max_new_tokens} for the answer): shorten it")
+
     def example_prompt_ids(self, example: Example) -> list[int]:
         """The tokens that ask ``example``'s last turn, in the run's template."""
         parts = segments(example, self.spec, self.tokenizer, for_generation=True)
@@ -132,12 +180,15 @@ class ChatEngine:
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
                 for row in out.tolist()]
 
-    def stream(self, messages: list[dict], params: GenerationConfig | None = None, *,
-               use_adapter: bool = True) -> Iterator[str]:
-        """Yield the answer so far, growing token by token."""
+    def stream(self, prompt: list[dict] | FittedPrompt, params: GenerationConfig | None = None,
+               *, use_adapter: bool = True) -> Iterator[str]:
+        """Yield the answer so far, growing token by token. ``prompt`` is the conversation
+        (fitted to the context here) or what ``fit_prompt`` made of it."""
         from transformers import TextIteratorStreamer
         params = params or self.config.generation
-        ids = torch.tensor([self.prompt_ids(messages)], device=self.model.device)
+        if not isinstance(prompt, FittedPrompt):
+            prompt = self.fit_prompt(prompt, params.max_new_tokens)
+        ids = torch.tensor([prompt.ids], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                       **self._generate_kwargs(params))

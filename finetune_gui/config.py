@@ -23,14 +23,18 @@ from .errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 MAX_CONFIG_BYTES = 1_000_000
+# Every text field is bounded: a path or a name needs far less, and a megabyte system
+# prompt would make every data preview and every training example crawl.
+MAX_TEXT_CHARS = 4_096
+MAX_PROMPT_CHARS = 20_000
 
 
 def _f(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | None = None,
        min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-       default_factory: Any = dataclasses.MISSING) -> Any:
+       max_chars: int = MAX_TEXT_CHARS, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with help text and limits kept in its metadata."""
     meta = {"help": help, "choices": choices, "min": min, "max": max,
-            "min_exclusive": min_exclusive}
+            "min_exclusive": min_exclusive, "max_chars": max_chars}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -69,10 +73,11 @@ class DataConfig:
     custom_template: str = _f(
         "{instruction}\n{input}\n### Answer:\n{output}", help=(
             "Used when template = custom. Must contain {instruction} and {output}, "
-            "may contain {input}; everything before {output} is the prompt."))
+            "may contain {input}; everything before {output} is the prompt."),
+        max_chars=MAX_PROMPT_CHARS)
     system_prompt: str = _f("", help=(
         "System message added to every example (and used in chat). Empty: the "
-        "template's default."))
+        "template's default."), max_chars=MAX_PROMPT_CHARS)
     val_split: float = _f(0.0, min=0.0, max=0.5, help=(
         "Fraction of rows held out to measure eval loss (0 to 0.5). 0.1 is typical."))
     val_path: str = _f("", help="Optional separate validation file; overrides val_split.")
@@ -306,35 +311,40 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
         value = _coerce_targets(where, value)
     elif want is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
     elif want is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+            raise ConfigError(f"{where} must be a whole number, got {_shown(value)}")
         value = int(value)
     elif want is float:
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
-                raise ConfigError(f"{where} must be a number, got {value!r}") from None
+                raise ConfigError(f"{where} must be a number, got {_shown(value)}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+            raise ConfigError(f"{where} must be a number, got {_shown(value)}")
         value = float(value)
         if not math.isfinite(value):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+            raise ConfigError(f"{where} must be a finite number, got {_shown(value)}")
     elif want is str:
         if value is None:
             value = ""
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not meta["choices"]:
             value = str(value)
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be text, got {value!r}")
+            raise ConfigError(f"{where} must be text, got {_shown(value)}")
+        if len(value) > meta["max_chars"]:
+            raise ConfigError(f"{where} is {len(value):,} characters long; at most "
+                              f"{meta['max_chars']:,} are allowed")
     elif typing.get_origin(want) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of names, got {value!r}")
+            raise ConfigError(f"{where} must be a list of names, got {_shown(value)}")
+        if len(value) > 1_000 or any(len(v) > MAX_TEXT_CHARS for v in value):
+            raise ConfigError(f"{where}: too many names, or a name too long")
     if meta["choices"] and value not in meta["choices"]:
-        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}; got {value!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}; got {_shown(value)}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         lo, hi = meta["min"], meta["max"]
         if lo is not None and (value < lo or (meta["min_exclusive"] and value == lo)):
@@ -345,7 +355,15 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
     return value
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message quotes it: never the whole of a huge one."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def _coerce_targets(where: str, value: Any) -> list[str] | str:
+    if len(value if isinstance(value, (str, list)) else ()) > MAX_TEXT_CHARS:
+        raise ConfigError(f"{where} is too long ({len(value):,}); at most {MAX_TEXT_CHARS:,}")
     if isinstance(value, str):
         text = value.strip()
         if text == "all-linear":
@@ -354,7 +372,7 @@ def _coerce_targets(where: str, value: Any) -> list[str] | str:
     if not isinstance(value, list) or not value or not all(
             isinstance(v, str) and v.strip() for v in value):
         raise ConfigError(f"{where} must be 'all-linear' or a non-empty list of module "
-                          f"names, got {value!r}")
+                          f"names, got {_shown(value)}")
     return [v.strip() for v in value]
 
 

@@ -138,6 +138,20 @@ def test_a_preset_cannot_smuggle_outside_paths_into_a_shared_app(shared_app):
         assert message.startswith(f"{field} '") and OUTSIDE in message, message
 
 
+def test_a_10_mb_system_prompt_is_refused_at_once_over_http(shared_app):
+    """Finding 2: it used to run for over 20 minutes and hold gigabytes."""
+    import time
+    base, _ = shared_app
+    opener = logged_in(base)
+    started = time.time()
+    event, data = call_api(base, opener, "set_data_system_prompt", ["x" * 10_000_000])
+    assert time.time() - started < 60
+    assert event == "complete", data
+    _, status = json.loads(data)
+    assert status == ("⚠️ UI: data.system_prompt is 10,000,000 characters long; at most "
+                      "20,000 are allowed")
+
+
 def test_logged_in_users_read_no_files_through_gradio(shared_app):
     base, _ = shared_app
     opener = logged_in(base)

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..chat import ChatEngine
+from ..chat import MAX_MESSAGE_CHARS, ChatEngine
+from ..config import MAX_PROMPT_CHARS
 from ..errors import FinetuneError
 from ..runs import list_runs
 from .common import Ui, guarded, guarded_stream
@@ -49,7 +50,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         ui.text(base, label="chat.base")
     with gr.Row():
         message = gr.Textbox(placeholder=ui.t("chat.placeholder"), show_label=False, scale=5,
-                             elem_id="chat-input")
+                             max_length=MAX_MESSAGE_CHARS, elem_id="chat-input")
         ui.text(message, placeholder="chat.placeholder")
         send = gr.Button(ui.t("chat.send"), variant="primary", scale=1, elem_id="chat-send")
         clear = gr.Button(ui.t("chat.clear"), scale=1, elem_id="chat-clear")
@@ -61,7 +62,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                               elem_id="chat-compare")
         ui.text(compare, label="chat.compare", info="chat.compare_info")
         system = gr.Textbox(label=ui.t("chat.system"), info=ui.t("chat.system_info"), lines=2,
-                            elem_id="chat-system")
+                            max_length=MAX_PROMPT_CHARS, elem_id="chat-system")
         ui.text(system, label="chat.system", info="chat.system_info")
         with gr.Row():
             ui.field("generation.max_new_tokens", "slider", maximum=2048)
@@ -128,9 +129,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         prefix = [{"role": "system", "content": system_prompt}] if system_prompt else []
         history = list(history or []) + [{"role": "user", "content": text}]
         base_history = list(base_history or []) + [{"role": "user", "content": text}]
-        asked = prefix + _plain(history)
+        fitted = engine.fit_prompt(prefix + _plain(history), params.max_new_tokens)
+        if fitted.dropped_turns:
+            gr.Info(t("chat.dropped", st.lang, n=fitted.dropped_turns))
         answer = ""
-        for answer in engine.stream(asked, params, use_adapter=True):
+        for answer in engine.stream(fitted, params, use_adapter=True):
             yield "", history + [{"role": "assistant", "content": answer}], gr.skip()
         yield "", history + [{"role": "assistant", "content": answer.strip()}], gr.skip()
         if side_by_side and engine.has_adapter:

@@ -96,6 +96,7 @@ class Ui:
             comp = gr.Number(value=default, precision=0 if isinstance(default, int) else None,
                              minimum=meta["min"], maximum=meta["max"], **common)
         else:
+            common.setdefault("max_length", meta["max_chars"])  # the config refuses more too
             comp = gr.Textbox(value="" if default is None else str(default), **common)
         self.fields[dotted] = comp
         self.text(comp, label=f"field.{dotted}", info=info_for)

@@ -214,6 +214,8 @@ TABLE: dict[str, dict[str, str]] = {
     "export.compare_questions": {"en": "Questions", "zh": "问题集"},
     # chat tab
     "chat.run": {"en": "Run", "zh": "训练结果"},
+    "chat.dropped": {"en": "The conversation was longer than the model's context: the {n} oldest question(s) and answer(s) were left out of this prompt.",
+                     "zh": "对话超出了模型的上下文长度：本次提示省略了最早的 {n} 轮问答。"},
     "chat.base_only": {"en": "(base model only, no adapter)", "zh": "（仅基础模型，无适配器）"},
     "chat.refresh": {"en": "Refresh list", "zh": "刷新列表"},
     "chat.load": {"en": "Load", "zh": "加载"},
