@@ -60,6 +60,7 @@ class ProgressCallback(TrainerCallback):
                  paths: runs.RunPaths, *, started: float, write_metrics: bool = True):
         self.state, self.lock, self.stop, self.paths = state, lock, stop, paths
         self.started, self.write_metrics = started, write_metrics
+        self.time_offset = 0.0   # a resumed run's clock continues from its last record
         self._rate_start: tuple[float, int, int] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -91,7 +92,7 @@ class ProgressCallback(TrainerCallback):
     def _record_log(self, state, logs: dict) -> None:
         now = time.time()
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
-                  "time": round(now - self.started, 2)}
+                  "time": round(self.time_offset + now - self.started, 2)}
         with self.lock:
             s = self.state
             s.step, s.total_steps, s.epoch = state.global_step, state.max_steps, state.epoch or 0.0

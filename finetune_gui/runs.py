@@ -2,7 +2,7 @@
 
 Layout::
 
-    <output_dir>/run.yaml        the config the run used
+    <output_dir>/run.yaml        the config the run used (run.N.yaml: before a resume changed it)
     <output_dir>/state.json      status, step, total, message (rewritten atomically)
     <output_dir>/metrics.jsonl   one JSON object per logged step
     <output_dir>/checkpoints/    resumable Trainer checkpoints
@@ -108,6 +108,32 @@ def truncate_metrics(paths: RunPaths, after_step: int) -> list[dict]:
     kept = [r for r in read_metrics(paths) if r.get("step", 0) <= after_step]
     atomic_write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+def keep_config_history(paths: RunPaths, config: RunConfig) -> list[str]:
+    """Before a resumed run saves ``config``: when it differs from the saved run.yaml, the
+    old file is kept as run.N.yaml and the changes are returned ('train.learning_rate:
+    0.001 → 0.5'), so a resume never rewrites what the earlier steps were trained with."""
+    if not paths.config.is_file():
+        return []
+    try:
+        before = RunConfig.load(paths.config).flat()
+    except FinetuneError:
+        before = {}
+    after = config.flat()
+    changes = [f"{key}: {_short(before.get(key))} → {_short(value)}"
+               for key, value in after.items() if before.get(key) != value]
+    if changes:
+        n = 1
+        while (paths.root / f"run.{n}.yaml").exists():
+            n += 1
+        paths.config.replace(paths.root / f"run.{n}.yaml")
+    return changes
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def find_run(path: str | Path) -> tuple[RunPaths, RunConfig]:

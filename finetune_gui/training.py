@@ -56,6 +56,7 @@ class TrainingJob:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
+        self._config_changes: list[str] = []   # what a resume changed, noted in the metrics
 
     # ---- public API ----------------------------------------------------------------------
     @property
@@ -181,6 +182,8 @@ class TrainingJob:
                                 "resume it, or choose another train.output_dir")
         self.paths.root.mkdir(parents=True, exist_ok=True)
         if is_main_process():
+            self._config_changes = (runs.keep_config_history(self.paths, cfg)
+                                    if resume_from else [])
             cfg.save(self.paths.config)
             self._save_split(split.validation)
         self._resume_from = resume_from
@@ -272,6 +275,7 @@ class TrainingJob:
         self._log(f"device {device}, precision {precision}, optimizer {optim}")
         progress = ProgressCallback(self._state, self._lock, self._stop, self.paths,
                                     started=self._t0, write_metrics=is_main_process())
+        self._progress = progress
         callbacks = [progress, *self._tracking_callbacks()]
         if args.load_best_model_at_end:
             patience = self.config.train.early_stopping_patience
@@ -293,7 +297,14 @@ class TrainingJob:
             self._update(loss=[(r["step"], r["loss"]) for r in kept if "loss" in r],
                          eval_loss=[(r["step"], r["eval_loss"]) for r in kept if "eval_loss" in r],
                          step=step)
+            self._progress.time_offset = max((r.get("time", 0.0) for r in kept), default=0.0)
             self._log(f"resuming from {self._resume_from.name}")
+            changes = self._config_changes
+            if changes and is_main_process():
+                note = "resumed with changed settings (earlier ones kept in run.N.yaml): " + \
+                    "; ".join(changes)
+                runs.append_metrics(self.paths, {"step": step, "note": note})
+                self._log(note[:1000])
         elif self.paths.metrics.exists() and is_main_process():
             self.paths.metrics.unlink()
         self._update(status="running", phase="training")

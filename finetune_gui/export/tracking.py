@@ -7,13 +7,12 @@ Weights & Biases is added when the ``wandb`` package is installed and asked for 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 from pathlib import Path
 
 from .. import runs
-from ..config import SECTIONS, RunConfig
+from ..config import RunConfig
 from ..errors import FinetuneError
 
 REPORT_ENV = "FINETUNE_GUI_REPORT_TO"
@@ -114,14 +113,6 @@ def save_loss_plot(run_dir: str | Path, path: str | Path | None = None) -> Path 
 
 # ---- comparing runs ---------------------------------------------------------------------------
 
-def _flat(config: RunConfig) -> dict:
-    out = {}
-    for section in SECTIONS:
-        for f in dataclasses.fields(getattr(config, section)):
-            out[f"{section}.{f.name}"] = getattr(getattr(config, section), f.name)
-    return out
-
-
 def _labels(roots: list[Path]) -> list[str]:
     names = [r.name for r in roots]
     if len(set(names)) == len(names):
@@ -138,7 +129,7 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
     """
     roots = [_run_root(p) for p in run_dirs]
     labels = _labels(roots)
-    flats = [_flat(RunConfig.load(r / runs.RUN_CONFIG)) for r in roots]
+    flats = [RunConfig.load(r / runs.RUN_CONFIG).flat() for r in roots]
     diff = {}
     for key in flats[0] if flats else []:
         if key in DIFF_IGNORED:

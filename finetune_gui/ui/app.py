@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +16,7 @@ from .common import AppOptions, Ui, friendly, guarded
 from .fields import bind_fields, field_updates, set_field
 from .jobs import JobRegistry
 from .locale import LANGUAGES, t
-from .presets import list_presets, load_preset, save_preset
+from .presets import list_presets, load_preset, preset_path, save_preset
 from .state import UserState, new_state_factory
 from .workspace import Workspace
 
@@ -37,6 +38,7 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
                                  Path(options.model).expanduser().exists() else None)
     ui = Ui(options, workspace)
     registry = registry or JobRegistry()
+    registry.owners = registry.owners or options.shared
     with gr.Blocks(title="finetune_gui", analytics_enabled=False) as demo:
         state = gr.State(new_state_factory(options, workspace))
         with gr.Row(equal_height=True):
@@ -98,6 +100,35 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
     return demo
 
 
+def visitor_of(request: gr.Request | None, browser_id: str | None) -> tuple[str, str]:
+    """(the visitor's identity, the browser token to keep): the login user when there is a
+    login, else a random token this browser keeps across reloads."""
+    token = browser_id if isinstance(browser_id, str) and 20 <= len(browser_id) <= 64 \
+        else secrets.token_urlsafe(24)
+    user = getattr(request, "username", None) if request is not None else None
+    return (f"user:{user}" if user else f"browser:{token}"), token
+
+
+def visitor_secret(workspace: Workspace) -> str:
+    """The key the browser token is stored under, the same across restarts of this app
+    (a new key would make every browser a new visitor). Kept in the runs folder."""
+    path = workspace.runs_dir / ".visitor-secret"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if len(text) >= 16:
+            return text
+    except (OSError, UnicodeDecodeError):
+        pass
+    text = secrets.token_urlsafe(24)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="ascii")
+        path.chmod(0o600)
+    except OSError:
+        pass   # a read-only runs folder: visitors are new after a restart, nothing worse
+    return text
+
+
 def _no_api_description(*_args, **_kwargs) -> dict:
     return {"named_endpoints": {}, "unnamed_endpoints": {}}
 
@@ -133,14 +164,20 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         """Push the session's config into every field (page load, preset load)."""
         return [*field_updates(ui, st.config), *model_tab.source_update(st)]
 
-    def on_page_load(st: UserState):
+    def on_page_load(st: UserState, browser_id: str | None, request: gr.Request):
+        st.visitor, browser_id = visitor_of(request, browser_id)
         job = registry.current
-        if job is not None and job.state.active:
-            # A page opened while the server trains shows that job's settings.
+        if job is not None and job.state.active and registry.owned_by(st.visitor):
+            # The visitor's own job: a reloaded page shows its settings. Another visitor's
+            # page starts from the preset, never from someone else's settings.
             st.config = job.config.copy()
-        return [*sync_all(st), model_tab.hardware_markdown(st.lang), *train.attach(st)]
+        return [*sync_all(st), model_tab.hardware_markdown(st.lang), *train.attach(st),
+                browser_id]
 
-    demo.load(on_page_load, [state], [*field_comps, *model_view, model.hardware, *train.outputs])
+    browser = gr.BrowserState(None, storage_key="finetune_gui_visitor",
+                              secret=visitor_secret(ui.workspace))
+    demo.load(on_page_load, [state, browser],
+              [*field_comps, *model_view, model.hardware, *train.outputs, browser])
 
     @guarded
     def on_preset_load(st: UserState, path: str):
@@ -162,7 +199,15 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     def on_preset_save(st: UserState, name: str):
         if not (name or "").strip():
             raise FinetuneError(t("preset.need_name", st.lang))
-        path = save_preset(ui.workspace, st.config, name)
+        target = ui.workspace.display(preset_path(ui.workspace, name))
+        try:
+            # A second click on the same name replaces it (the old file kept as .bak).
+            path = save_preset(ui.workspace, st.config, name,
+                               replace=st.replace_preset == target)
+        except FileExistsError:
+            st.replace_preset = target
+            return gr.skip(), "⚠️ " + t("preset.exists", st.lang, path=target)
+        st.replace_preset = ""
         shown = ui.workspace.display(path)
         st.preset = shown
         return (gr.update(choices=list_presets(ui.workspace), value=shown),

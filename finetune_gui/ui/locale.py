@@ -41,6 +41,8 @@ TABLE: dict[str, dict[str, str]] = {
     "preset.need_name": {"en": "Give the preset a name.", "zh": "请为预设命名。"},
     "preset.loaded": {"en": "Loaded preset {path}.", "zh": "已加载预设 {path}。"},
     "preset.saved": {"en": "Saved preset {path}.", "zh": "已保存预设 {path}。"},
+    "preset.exists": {"en": "{path} already exists: press Save again to replace it (the old file is kept as {path}.bak), or choose another name.",
+                      "zh": "{path} 已存在：再次点击保存将替换它（旧文件保留为 {path}.bak），或换一个名字。"},
     # model tab
     "model.source": {"en": "Where the base model comes from", "zh": "基础模型来源"},
     "model.source_info": {"en": "The embedded model works offline; a Hub id needs internet (or a local cache).",
@@ -214,6 +216,8 @@ TABLE: dict[str, dict[str, str]] = {
     "export.compare_questions": {"en": "Questions", "zh": "问题集"},
     # chat tab
     "chat.run": {"en": "Run", "zh": "训练结果"},
+    "train.not_yours": {"en": "This training job was started by another visitor: you can watch it, but only they can stop it or resume it.",
+                        "zh": "这个训练任务由另一位访问者启动：你可以查看进度，但只有对方可以停止或继续它。"},
     "chat.dropped": {"en": "The conversation was longer than the model's context: the {n} oldest question(s) and answer(s) were left out of this prompt.",
                      "zh": "对话超出了模型的上下文长度：本次提示省略了最早的 {n} 轮问答。"},
     "chat.base_only": {"en": "(base model only, no adapter)", "zh": "（仅基础模型，无适配器）"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import yaml
@@ -33,9 +34,19 @@ def sparse_dict(config: RunConfig) -> dict:
     return out
 
 
-def save_preset(ws: Workspace, config: RunConfig, name: str) -> Path:
-    """Write ``presets/user/<name>.yaml`` atomically; returns its path."""
-    path = ws.user_presets / f"{safe_name(name)}.yaml"
+def preset_path(ws: Workspace, name: str) -> Path:
+    """Where a preset saved under ``name`` goes: presets/user/<safe name>.yaml."""
+    return ws.user_presets / f"{safe_name(name)}.yaml"
+
+
+def save_preset(ws: Workspace, config: RunConfig, name: str, *, replace: bool = False) -> Path:
+    """Write ``presets/user/<name>.yaml`` atomically; returns its path. An existing file is
+    replaced only with ``replace``, and then kept first as ``<name>.yaml.bak``."""
+    path = preset_path(ws, name)
+    if path.exists():
+        if not replace:
+            raise FileExistsError(path)
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
     text = "# Saved from the finetune_gui app; settings not listed keep their defaults.\n"
     text += yaml.safe_dump(sparse_dict(config), sort_keys=False, allow_unicode=True)
     atomic_write_text(path, text)

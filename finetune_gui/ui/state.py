@@ -7,6 +7,7 @@ module global. The one training job is not here: it is a shared server resource
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from .workspace import Workspace
 class UserState:
     config: RunConfig
     lang: str = "en"
+    # Who this page is, for job ownership: 'user:NAME' after a login, else 'browser:TOKEN'
+    # (a random token kept in the browser); until the page has loaded, this session only.
+    visitor: str = field(default_factory=lambda: "session:" + secrets.token_urlsafe(16))
     preset: str = ""                  # the preset last loaded (base for 'copy as CLI')
+    replace_preset: str = ""          # a preset file the next Save may replace (asked once)
     # Model tab
     model: Any = None
     tokenizer: Any = None

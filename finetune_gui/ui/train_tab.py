@@ -91,7 +91,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         if resume_run and not has_checkpoint:
             raise FinetuneError(t("train.no_checkpoint", st.lang,
                                   path=st.config.train.output_dir))
-        registry.start(st.config, resume=resume_run)
+        registry.start(st.config, resume=resume_run, visitor=st.visitor)
         st.drawn_points = st.drawn_log = -1
         gr.Info(t("train.started", st.lang, path=st.config.train.output_dir))
         return poll(st)
@@ -105,8 +105,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         return _start(st, True, values)
 
     def on_stop(st: UserState):
-        if registry.stop():
-            gr.Info(t("train.stopping", st.lang))
+        try:
+            if registry.stop(st.visitor):
+                gr.Info(t("train.stopping", st.lang))
+        except FinetuneError:
+            gr.Warning(t("train.not_yours", st.lang))
         return poll(st)
 
     def poll(st: UserState):
@@ -114,7 +117,8 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         s = registry.state()
         lang = st.lang
         active = bool(s and s.active)
-        buttons = [gr.update(interactive=not active), gr.update(interactive=active),
+        mine = registry.owned_by(st.visitor)
+        buttons = [gr.update(interactive=not active), gr.update(interactive=active and mine),
                    gr.update(interactive=not active)]
         if s is None:
             return [gr.skip(), gr.skip(), gr.skip(), gr.skip(), *buttons]
@@ -131,8 +135,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         log_value = gr.skip()
         if len(s.log) != st.drawn_log:
             log_value, st.drawn_log = "\n".join(s.log[-200:]), len(s.log)
-        return [progress_html(s, lang), stats_markdown(s, lang), plot_value, log_value,
-                *buttons]
+        stats = stats_markdown(s, lang)
+        if not mine:
+            stats = f"🔒 {t('train.not_yours', lang)}\n\n{stats}"
+        return [progress_html(s, lang), stats, plot_value, log_value, *buttons]
 
     outputs = [progress, stats, plot, logs, start, stop, resume]
     def wire_buttons():
