@@ -35,8 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true",
                    help="also make a public Gradio link (a login is always required)")
-    p.add_argument("--auth", default=os.environ.get(AUTH_ENV),
-                   help=f"USER:PASS login (or set {AUTH_ENV})")
+    p.add_argument("--auth", action="append",
+                   help=f"USER:PASS login; repeat it for more users (or set {AUTH_ENV})")
     p.add_argument("--lang", choices=("en", "zh"), default="en", help="interface language")
     p.add_argument("--model", help="base model to start with (default: the embedded "
                                    "smollm2-135m-instruct)")
@@ -53,21 +53,29 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def logins(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every --auth USER:PASS (or the FINETUNE_GUI_AUTH one when none is given)."""
+    given = args.auth or [os.environ.get(AUTH_ENV)]
+    return [pair for pair in map(parse_auth, given) if pair is not None]
+
+
 def reachable_by_others(args: argparse.Namespace) -> bool:
     """Anyone but the person at this machine can reach the app: it is shared."""
-    return bool(args.share or args.auth or args.host not in LOOPBACK_HOSTS)
+    return bool(args.share or logins(args) or args.host not in LOOPBACK_HOSTS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    auth = parse_auth(args.auth)
+    users = logins(args)
     shared = reachable_by_others(args)
-    if shared and auth is None:
-        auth = (SHARE_USER, secrets.token_urlsafe(12))
+    if shared and not users:
+        users = [(SHARE_USER, secrets.token_urlsafe(12))]
         why = "--share makes this app public" if args.share else \
             f"--host {args.host} lets others on the network reach this app"
-        print(f"* {why}: log in as user '{auth[0]}' with the generated password: "
-              f"{auth[1]}", flush=True)
+        print(f"* {why}: log in as user '{users[0][0]}' with the generated password: "
+              f"{users[0][1]}", flush=True)
+    from finetune_gui.ui.login import LoginGuard
+    auth = LoginGuard(users) if users else None
     from finetune_gui.ui.app import build_app, launch_kwargs
     from finetune_gui.ui.common import AppOptions
     options = AppOptions(lang=args.lang, shared=shared, model=args.model,

@@ -122,7 +122,10 @@ def source_kind(name: str) -> str:
         return "gguf"
     if text.startswith((".", "/", "~")) or ("/" in text and text.count("/") != 1):
         return "folder"
-    if Path(text).expanduser().exists():
+    try:
+        if Path(text).expanduser().exists():
+            return "folder"
+    except OSError:        # e.g. a name too long for the file system: not a Hub id either
         return "folder"
     return "hub"
 

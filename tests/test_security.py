@@ -24,11 +24,13 @@ from finetune_gui.training import TrainingJob
 from finetune_gui.ui.app import build_app, launch_kwargs
 from finetune_gui.ui.common import AppOptions
 from finetune_gui.ui.jobs import JobRegistry
+from finetune_gui.ui.login import LoginGuard
 from finetune_gui.ui.state import UserState
 from finetune_gui.ui.workspace import PathNotAllowed, Workspace
 from tests.browser.conftest import free_port, start_app, stop_app, wait_for_line
 
 PASSWORD = "S3cret-Sentinel-pw"
+EVE_PASSWORD = "Eve-only-for-the-throttle-test"
 TOKEN = "hf_TokenSentinel1234567890"
 OUTSIDE = "outside the shared workspace"
 
@@ -48,7 +50,8 @@ def shared_app(tmp_path_factory):
     (user_presets / "outside-model.yaml").write_text(f"model:\n  name_or_path: {outside}\n")
     port = free_port()
     log = work / "app.log"
-    proc = start_app(["--share", "--port", str(port), "--runs-dir", str(work / "runs")], log,
+    proc = start_app(["--share", "--port", str(port), "--runs-dir", str(work / "runs"),
+                      "--auth", f"ann:{PASSWORD}", "--auth", f"eve:{EVE_PASSWORD}"], log,
                      {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
                       "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
                       "FINETUNE_GUI_AUTH": f"ann:{PASSWORD}", "HF_TOKEN": TOKEN,
@@ -150,6 +153,33 @@ def test_a_10_mb_system_prompt_is_refused_at_once_over_http(shared_app):
     _, status = json.loads(data)
     assert status == ("⚠️ UI: data.system_prompt is 10,000,000 characters long; at most "
                       "20,000 are allowed")
+
+
+def test_wrong_passwords_lock_the_user_name_for_a_while(shared_app):
+    """Finding 5: 50 wrong tries went through in 1.1 s."""
+    base, _ = shared_app
+    login = base + "/login"
+    for _ in range(LoginGuard.FREE_TRIES):
+        assert fetch(login, urllib.parse.urlencode(
+            {"username": "eve", "password": "guess"}).encode())[0] == 400
+    assert fetch(login, urllib.parse.urlencode(
+        {"username": "eve", "password": EVE_PASSWORD}).encode())[0] == 400, "locked"
+    logged_in(base)                                   # another user is not affected
+
+
+def test_login_guard_backs_off_and_forgets_after_a_success():
+    now = [0.0]
+    guard = LoginGuard([("ann", "pw")], clock=lambda: now[0])
+    assert guard("ann", "pw") and not guard("ann", "PW") and not guard("nobody", "pw")
+    for _ in range(LoginGuard.FREE_TRIES - 1):
+        assert not guard("ann", "wrong")
+    assert guard.locked_for("ann") == LoginGuard.FIRST_LOCK_S
+    assert not guard("ann", "pw"), "locked: even the right password waits"
+    now[0] += LoginGuard.FIRST_LOCK_S + 1
+    assert not guard("ann", "wrong")
+    assert guard.locked_for("ann") == 2 * LoginGuard.FIRST_LOCK_S, "the lock doubles"
+    now[0] += 1000
+    assert guard("ann", "pw") and guard.locked_for("ann") == 0
 
 
 def test_logged_in_users_read_no_files_through_gradio(shared_app):
@@ -378,3 +408,28 @@ def test_no_token_or_password_in_a_runs_files(tiny_config, monkeypatch):
              for f in dataclasses.fields(getattr(RunConfig(), s))]
     assert not [n for n in names if any(w in n for w in ("password", "secret", "hf_token",
                                                          "api_key", "auth"))]
+
+
+# ---- messages: no server layout, no 'unexpected problem' for odd paths ------------------------
+
+def test_messages_show_paths_relative_to_the_app_folder():
+    import os
+
+    from finetune_gui.errors import FinetuneError
+    from finetune_gui.ui.common import friendly
+    home = os.path.expanduser("~")
+    assert friendly(FinetuneError(f"{os.getcwd()}/runs/x: run folder not found")) == \
+        "runs/x: run folder not found"
+    message = friendly(OSError(f"[Errno 2] No such file: '{home}/secret/data.jsonl'"))
+    assert home + "/" not in message and "~/secret/data.jsonl" in message
+
+
+@pytest.mark.parametrize("key", ["data.path", "train.output_dir", "model.name_or_path"])
+def test_a_path_too_long_for_the_file_system_gets_a_clear_message(shared_ui, key):
+    demo, _, _ = shared_ui
+    st = UserState(config=RunConfig())
+    before = st.config.flat()[key]
+    update, status = ui_handler(demo, "fields", f"set_{key.replace('.', '_')}")(
+        st, "data/uploads/" + "a" * 300 + ".jsonl")
+    assert status.startswith(f"⚠️ {key} 'data/uploads/aaaa") and "File name too long" in status
+    assert "Unexpected" not in status and st.config.flat()[key] == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -136,12 +137,22 @@ def _num(value: float) -> str:
 # ---- errors ---------------------------------------------------------------------------
 
 def friendly(exc: BaseException, lang: str = "en") -> str:
-    """A message a person can act on; never a bare 'Error'."""
+    """A message a person can act on; never a bare 'Error'. Paths in it are shown relative
+    to the app's folder (and the home folder as ~): a visitor learns no server layout."""
     if isinstance(exc, FinetuneError):
-        return str(exc)
+        return relative_paths(str(exc))
     log.error("unexpected error in the UI:\n%s", "".join(traceback.format_exception(exc)))
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return locale.t("err.unexpected", lang, kind=type(exc).__name__, detail=first or "-")
+    return locale.t("err.unexpected", lang, kind=type(exc).__name__,
+                    detail=relative_paths(first) or "-")
+
+
+def relative_paths(text: str) -> str:
+    """``text`` with the app's working folder and the home folder left out of paths."""
+    for folder, shown in ((os.getcwd(), ""), (os.path.expanduser("~"), "~" + os.sep)):
+        if len(folder) > 1:
+            text = text.replace(folder.rstrip(os.sep) + os.sep, shown)
+    return text
 
 
 def raise_friendly(exc: BaseException, lang: str = "en"):

@@ -22,6 +22,7 @@ from ..models import source_kind
 from ..runs import find_run
 
 UPLOADS = Path("data") / "uploads"
+MAX_NAME_BYTES = 255   # one folder or file name, on every common file system
 # Config keys whose values are paths the browser user chooses.
 PATH_KEYS = ("data.path", "data.val_path", "data.eval_path", "train.output_dir")
 
@@ -65,8 +66,16 @@ class Workspace:
         text = str(path).strip()
         if not text:
             raise FinetuneError(f"{what}: empty path")
-        p = Path(text).expanduser()
-        p = (p if p.is_absolute() else self.root / p).resolve()
+        shown = f"{what} '{text[:80]}{'…' if len(text) > 80 else ''}'"
+        try:
+            p = Path(text).expanduser()
+            p = (p if p.is_absolute() else self.root / p).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:   # a symlink loop, a NUL byte
+            raise FinetuneError(f"{shown}: {getattr(exc, 'strerror', None) or 'not a usable path'}"
+                                ) from None
+        if any(len(part.encode("utf-8", "replace")) > MAX_NAME_BYTES for part in p.parts):
+            raise FinetuneError(f"{shown}: File name too long (at most {MAX_NAME_BYTES} bytes "
+                                "per folder or file name)")
         if self.shared and not any(p == r or r in p.parents for r in self.allowed_roots()):
             names = ", ".join(self.display(r) for r in self.allowed_roots())
             raise PathNotAllowed(f"{what} '{text}' is outside the shared workspace; "
