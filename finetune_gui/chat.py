@@ -137,8 +137,8 @@ class ChatEngine:
         last = example.turns[-1]
         size = len(last.instruction) + len(example.system)
         raise FinetuneError(
-            f"the message{' and system prompt' if example.system else ''} ({size:,} "
-            f"characters) do not fit this model's context of {context:,} tokens "
+            f"the message{' with the system prompt' if example.system else ''} ({size:,} "
+            f"characters) cannot fit this model's context of {context:,} tokens "
             f"(less {max_new_tokens} for the answer): shorten it")
 
     def example_prompt_ids(self, example: Example) -> list[int]:

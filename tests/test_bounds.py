@@ -28,7 +28,7 @@ def test_a_240_kb_message_is_refused_before_any_work(engine):
         list(engine.stream([{"role": "user", "content": "tell me " * 30_000}]))
     assert time.time() - started < 2
     message = str(info.value)
-    assert "(240,000 characters) do not fit this model's context of 512 tokens" in message
+    assert "(240,000 characters) cannot fit this model's context of 512 tokens" in message
     assert "shorten it" in message and len(message) < 300
 
 
@@ -68,3 +68,16 @@ def test_text_fields_are_bounded(key, limit):
     assert time.time() - started < 1
     message = str(info.value)
     assert f"UI: {key} is 10,000,000 characters long; at most {limit:,} are allowed" == message
+
+
+def test_a_file_too_big_to_edit_in_the_page_is_refused_before_reading(tmp_path, monkeypatch):
+    from finetune_gui.errors import DataError
+    from finetune_gui.ui import data_view as dv
+    path = tmp_path / "big.jsonl"
+    row = '{"instruction": "q", "output": "a"}\n'
+    path.write_text(row * 2000)
+    assert len(dv.load_rows(path)) == 2000
+    monkeypatch.setattr(dv, "MAX_EDIT_BYTES", 10_000)
+    with pytest.raises(DataError, match=r"is 0\.\d MB: too big to edit in the page .* training "
+                                        r"reads it as it is"):
+        dv.load_rows(path)

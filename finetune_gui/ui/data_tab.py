@@ -133,8 +133,12 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             return [gr.skip()] * (len(views) + 1)
         stored = ui.workspace.store_upload(file)
         st.config.set("data.path", ui.workspace.display(stored))
-        st.rows = dv.load_rows(stored)
-        st.selected_row, st.data_dirty = 1, False
+        st.rows, st.selected_row, st.data_dirty = [], 1, False
+        try:
+            st.rows = dv.load_rows(stored)
+        except DataError as exc:   # e.g. too big to edit here: kept, and used as data.path
+            gr.Warning(friendly(exc, st.lang))
+            return [gr.update(value=st.config.data.path)] + [gr.skip()] * len(views)
         return [gr.update(value=st.config.data.path), *render(st)]
 
     @guarded

@@ -24,10 +24,19 @@ from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, segments, to
 NUMBER = "#"
 ALPACA_COLUMNS = ["instruction", "input", "output"]
 STATS_ROW_LIMIT = 2000
+MAX_EDIT_BYTES = 20_000_000   # about 100k instruction rows: what a page can edit and redraw
 
 
 def load_rows(path: str | Path) -> list[dict]:
-    """Every row of a data file as a dict; unreadable lines raise with their number."""
+    """Every row of a data file as a dict, for editing in the page; unreadable lines raise
+    with their number. A file too big to edit in a page is refused before it is read (it
+    would hold gigabytes and stall every other visitor): training reads it as it is."""
+    p = Path(path)
+    size = p.stat().st_size if p.is_file() else 0
+    if size > MAX_EDIT_BYTES:
+        raise DataError(f"{path} is {size / 1e6:,.1f} MB: too big to edit in the page (at "
+                        f"most {MAX_EDIT_BYTES // 1_000_000} MB). It stays data.path, so "
+                        "training reads it as it is; to edit it, split it or use an editor")
     rows, errors = read_rows(path)
     if errors:
         raise DataError(f"{path} {errors[0]} — fix it in a text editor first "
