@@ -184,13 +184,15 @@ class ChatEngine:
                *, use_adapter: bool = True) -> Iterator[str]:
         """Yield the answer so far, growing token by token. ``prompt`` is the conversation
         (fitted to the context here) or what ``fit_prompt`` made of it."""
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
         params = params or self.config.generation
         if not isinstance(prompt, FittedPrompt):
             prompt = self.fit_prompt(prompt, params.max_new_tokens)
         ids = torch.tensor([prompt.ids], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        abandoned = threading.Event()   # the reader went away (e.g. the page was closed)
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                      stopping_criteria=StoppingCriteriaList([lambda *_a, **_k: abandoned.is_set()]),
                       **self._generate_kwargs(params))
         errors: list[BaseException] = []
 
@@ -210,10 +212,13 @@ class ChatEngine:
             worker = threading.Thread(target=generate, name="generate", daemon=True)
             worker.start()
             text = ""
-            for piece in streamer:
-                text += piece
-                yield text
-            worker.join()
+            try:
+                for piece in streamer:
+                    text += piece
+                    yield text
+            finally:   # also when the caller stops reading: generation ends at the next token
+                abandoned.set()
+                worker.join()
             if self.merged and not use_adapter:
                 self.merged = False  # peft unmerges the layers to answer without the adapter
         if errors:

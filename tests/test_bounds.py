@@ -81,3 +81,26 @@ def test_a_file_too_big_to_edit_in_the_page_is_refused_before_reading(tmp_path, 
     with pytest.raises(DataError, match=r"is 0\.\d MB: too big to edit in the page .* training "
                                         r"reads it as it is"):
         dv.load_rows(path)
+
+
+def test_generation_stops_when_the_reader_goes_away(engine):
+    """A closed page closes the stream: the model must not go on to max_new_tokens."""
+    import dataclasses
+    params = dataclasses.replace(engine.config.generation, max_new_tokens=400, temperature=0.0)
+    calls = []
+    original = engine.model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+    engine.model.forward = counting
+    try:
+        stream = engine.stream([{"role": "user", "content": "Count to a thousand."}], params)
+        next(stream)
+        stream.close()                      # what Gradio does when the client disconnects
+        steps = len(calls)
+        time.sleep(0.5)
+        assert len(calls) == steps, "no more forward passes after the reader left"
+        assert steps < 100
+    finally:
+        engine.model.forward = original
