@@ -3,8 +3,8 @@
     python bench/bounds.py [--upload-mb 100]
 
 Starts ``app.py --auth`` (shared) in a scratch workspace, logs in over HTTP, and sends what
-an outsider could: a 10 MB system prompt, a 240 KB chat message (max_new_tokens=4) and a
-100 MB upload loaded on the Data tab. For each, prints the seconds until the answer, its
+an outsider could: a 10 MB system prompt, a 240 KB chat message (max_new_tokens=4), a
+100 MB upload loaded on the Data tab, and a 1-million-row JSONL loaded there. For each, prints the seconds until the answer, its
 message, and the app's resident memory before, right after and 5 s after.
 """
 
@@ -126,6 +126,11 @@ def main() -> None:
                 return client.call("on_upload_1", [{"path": stored,
                                                     "meta": {"_type": "gradio.FileData"}}])
             measure(f"{args.upload_mb} MB upload, Data tab", proc, upload_and_load)
+            uploads = work / "data" / "uploads"
+            uploads.mkdir(parents=True, exist_ok=True)
+            (uploads / "million.jsonl").write_text(row * 1_000_000)
+            measure("1M-row JSONL, Data tab Load", proc, lambda: client.call(
+                "on_load_1", ["data/uploads/million.jsonl"]))   # the Data tab's Load
         finally:
             app.terminate()
             app.wait(timeout=30)
