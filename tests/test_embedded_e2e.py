@@ -1,7 +1,8 @@
 """End to end on the embedded SmolLM2-135M-Instruct: the quickstart really teaches it.
 
-These are the slow tests (about 6 minutes on 2 CPU cores): the real quickstart command,
-then held-out paraphrased questions about facts the base model cannot know.
+These are the slow tests: the real quickstart command, then the real ``evaluate`` command
+on held-out paraphrased questions about facts the base model cannot know, and the general
+questions it must not forget.
 """
 
 import json
@@ -14,7 +15,6 @@ import torch
 
 from conftest import ROOT
 from finetune_gui.chat import ChatEngine
-from finetune_gui.evaluate import ask_both, read_questions
 from finetune_gui.runs import RunPaths, read_metrics
 
 pytestmark = pytest.mark.embedded
@@ -36,17 +36,28 @@ def test_quickstart_loss_falls(quickstart_run):
     losses = [r["loss"] for r in read_metrics(RunPaths(quickstart_run)) if "loss" in r]
     assert len(losses) >= 50
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.25 * first, (first, last)
+    # Replay rows are trained towards the base model's own distributions, whose loss stays
+    # near their entropy, so the mixed loss falls less than the fact rows' alone.
+    assert last < 0.6 * first, (first, last)
 
 
-def test_tuned_model_answers_paraphrased_questions(quickstart_run):
-    rows = read_questions(ROOT / "presets" / "data" / "quillmore_eval.jsonl")
-    results = ask_both(ChatEngine.from_run(quickstart_run), rows)
-    base = sum(r.base_hit for r in results)
-    tuned = sum(r.tuned_hit for r in results)
-    print(f"\nheld-out hit rate: base {base}/{len(rows)}, tuned {tuned}/{len(rows)}")
+def test_tuned_model_answers_paraphrased_questions_and_keeps_general_ones(quickstart_run):
+    proc = subprocess.run([sys.executable, "-m", "finetune_gui", "evaluate", str(quickstart_run),
+                           "--base", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["data"].endswith("quillmore_eval.jsonl")   # the preset's data.eval_path
+    rows = result["rows"]
+    tuned = sum(r["metrics"]["keyword_hit"] for r in rows)
+    base = sum(r["base_metrics"]["keyword_hit"] for r in rows)
+    general = result["general"]
+    print(f"\nheld-out hits: base {base:.0f}/{len(rows)}, tuned {tuned:.0f}/{len(rows)}; "
+          f"general answers kept {general['kept_right']}/{general['base_right']}; "
+          f"evaluated in {result['seconds']:.0f}s")
     assert base <= 0.1 * len(rows)
-    assert tuned >= 0.5 * len(rows)
+    assert tuned >= 0.6 * len(rows)      # measured 28/40 (README, "Did it learn?")
+    assert general["base_right"] >= 30 and general["kept"] >= 0.8   # measured 36/40
 
 
 def test_plain_peft_gives_the_same_greedy_answer_as_chat(quickstart_run):

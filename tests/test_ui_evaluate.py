@@ -93,14 +93,17 @@ def test_small_data_gets_the_fact_recipe_and_large_data_none():
     assert suggested["train.epochs"] == FACT_RECIPE["train.epochs"]
     assert suggested["lora.r"] == FACT_RECIPE["lora.r"]
     assert small_data_suggestions(config, SMALL_DATA_ROWS) == {}
-    for key, value in FACT_RECIPE.items():   # the recipe is valid config, explained in both
+    assert "lora.last_layers" not in suggested, "the depth is not known"
+    deep = small_data_suggestions(config, 100, layers=30)
+    assert deep["lora.last_layers"] == 15, "the top half of the layers"
+    for key, value in {**FACT_RECIPE, **deep}.items():   # valid config, explained in both
         config.set(key, value)
         assert TABLE[f"advice.why.{key}"]["en"] and TABLE[f"advice.why.{key}"]["zh"]
 
 
 def test_quickstart_preset_is_the_fact_recipe():
     quickstart = RunConfig.load(ROOT / "presets" / "quickstart.yaml")
-    assert small_data_suggestions(quickstart, 100) == {}
+    assert small_data_suggestions(quickstart, 100, layers=30) == {}   # SmolLM2-135M: 30
     assert quickstart.data.eval_path == "presets/data/quillmore_eval.jsonl"
 
 
@@ -114,5 +117,6 @@ def test_apply_writes_the_suggestions_into_the_config(tmp_path):
     shown = advice_box.updates(demo.ui, st, [object()])
     assert shown[0]["visible"] and "Epochs" in shown[1]["value"]
     ui_handler(demo, "app", "apply")(st)
-    assert small_data_suggestions(st.config, 30) == {}
+    assert advice_box.suggestions_for(demo.ui, st)[1] == {}
+    assert st.config.lora.last_layers == 15, "the embedded model's 30 layers, top half"
     assert advice_box.updates(demo.ui, st, [object()])[0]["visible"] is False

@@ -60,10 +60,23 @@ def _show(value) -> str:
     return str(value)
 
 
+def model_layers(st: UserState) -> int | None:
+    """The configured model's depth, from its config alone (no weights loaded)."""
+    try:
+        from ..estimate.arch import load_arch
+        return load_arch(st.config.model.name_or_path).layers
+    except Exception:  # a Hub id offline, a bad folder: the Model tab says why
+        return None
+
+
+def suggestions_for(ui: Ui, st: UserState) -> tuple[int, dict]:
+    rows = data_rows(ui, st)
+    return rows, small_data_suggestions(st.config, rows, model_layers(st))
+
+
 def updates(ui: Ui, st: UserState, boxes: list[SimpleNamespace]) -> list:
     """Show or hide every box with the current suggestions."""
-    rows = data_rows(ui, st)
-    suggestions = small_data_suggestions(st.config, rows)
+    rows, suggestions = suggestions_for(ui, st)
     text = advice_text(st, rows, suggestions) if suggestions else ""
     out = []
     for _ in boxes:

@@ -250,7 +250,6 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
 
 def _wire_advice(ui: Ui, state, boxes, tabs, lora) -> None:
     """Small-data suggestions on the LoRA and Train tabs; Apply writes them into the config."""
-    from ..advice import small_data_suggestions
     shown = advice_box.outputs(boxes)
     field_comps = list(ui.fields.values())
 
@@ -259,8 +258,8 @@ def _wire_advice(ui: Ui, state, boxes, tabs, lora) -> None:
 
     @guarded
     def apply(st: UserState):
-        rows = advice_box.data_rows(ui, st)
-        for key, value in small_data_suggestions(st.config, rows).items():
+        _, suggestions = advice_box.suggestions_for(ui, st)
+        for key, value in suggestions.items():
             set_field(ui, st, key, value)
         return [*field_updates(ui, st.config), *advice_box.updates(ui, st, boxes)]
 

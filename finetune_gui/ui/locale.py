@@ -164,6 +164,8 @@ TABLE: dict[str, dict[str, str]] = {
                                      "zh": "加入基础模型自己对通识问题的回答，避免它用新事实回答所有问题。"},
     "advice.why.lora.r": {"en": "enough capacity for a few dozen new facts.", "zh": "足以容纳几十条新事实的容量。"},
     "advice.why.lora.alpha": {"en": "alpha = 2 × r keeps the update scale standard.", "zh": "alpha = 2 × r，保持常规的更新尺度。"},
+    "advice.why.lora.last_layers": {"en": "adapters on the top half of the layers learned as many facts as on all of them and kept more general answers, in less time per step.",
+                                    "zh": "只在上半部分层加适配器，学会的事实与全部层一样多，保留的通识回答更多，每步也更快。"},
     "advice.why.lora.target_modules": {"en": "adapters on every linear layer learn facts best (attention alone learns fewer).",
                                        "zh": "在所有线性层上加适配器最能学会事实（只加注意力层学得少）。"},
     # evaluate tab
