@@ -222,6 +222,28 @@ def test_every_way_a_config_is_used_checks_it_again(shared_ui, tiny_model_dir):
     shutil.rmtree(run)
 
 
+def test_auth_alone_gets_the_same_protection_as_share(tmp_path_factory):
+    """Finding 3: `--auth` without `--share` showed the API to anyone and had no jail."""
+    work = tmp_path_factory.mktemp("auth-only")
+    (work / "presets" / "user").mkdir(parents=True)
+    (work / "presets" / "user" / "outside.yaml").write_text(f"data:\n  path: {work.parent}/x.jsonl\n")
+    port = free_port()
+    log = work / "app.log"
+    proc = start_app(["--port", str(port), "--auth", f"ann:{PASSWORD}"], log,
+                     {"FINETUNE_GUI_AUTH": ""}, cwd=work)
+    try:
+        wait_for_line(log, "Press Ctrl+C to stop", proc, timeout=180)
+        base = f"http://127.0.0.1:{port}"
+        status, page = fetch(base + "/?all_endpoints=true")
+        assert status == 200 and '"named_endpoints":{},"unnamed_endpoints":{}' in page
+        assert "on_preset_load" not in page and "quickstart" not in page
+        event, data = call_api(base, logged_in(base), "on_preset_load",
+                               ["presets/user/outside.yaml"])
+        assert event == "error" and OUTSIDE in json.loads(data)["error"]
+    finally:
+        stop_app(proc)
+
+
 @pytest.mark.parametrize("argv, shared", [
     ([], False), (["--host", "localhost"], False), (["--share"], True),
     (["--auth", "ann:pw"], True), (["--host", "0.0.0.0"], True), (["--host", "192.168.1.5"], True),
