@@ -2,6 +2,7 @@
 
 import copy
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,18 @@ def logits_and_input_grad(model, ids):
     return logits.detach().float(), embeds.grad.float()
 
 
+def _native_bf16() -> bool:
+    """The CPU computes bf16 natively (AVX-512-BF16 or AMX), as eager's kernels assume."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+NATIVE_BF16 = _native_bf16()
+
+
 def relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -66,9 +79,11 @@ def test_fused_norms_and_mlps_match_eager(arch, dtype):
     (want, want_grad), (got, got_grad) = (logits_and_input_grad(m, ids) for m in (eager, fused))
     if dtype == torch.float32:
         assert relative(got, want) < 1e-6 and relative(got_grad, want_grad) < 1e-5
-    else:  # same roundings as eager: identical outputs, gradients within bf16 summation order
-        assert torch.equal(got, want)
+    elif NATIVE_BF16:  # same roundings as eager: identical outputs, gradients within bf16
+        assert torch.equal(got, want)       # summation order
         assert relative(got_grad, want_grad) < 1e-2
+    else:  # eager emulates bf16 here (rounding some intermediates once more): one rounding apart
+        assert relative(got, want) < 4e-3 and relative(got_grad, want_grad) < 1e-2
 
 
 def test_fused_modules_fall_back_outside_training():
