@@ -68,6 +68,21 @@ class PadCollator:
         return batch
 
 
+def forward_in_batches(model, encoded: list, pad_id: int, batch_size: int = 8):
+    """Yield (encoded rows, padded batch, logits) for every ``batch_size`` rows of
+    ``encode_example`` results, padded as in training, without gradients. Evaluation's
+    answer-only loss and replay's soft targets both read the model this way."""
+    collate = PadCollator(pad_id)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+            yield chunk, batch, logits
+
+
 def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None):
     """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts.
 

@@ -56,9 +56,7 @@ class FittedPrompt:
 
 def context_length(model) -> int:
     """How many positions the model was built for (prompt and answer together)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
-        else model.config
-    limit = getattr(cfg, "max_position_embeddings", None)
+    limit = getattr(models.text_config(model.config), "max_position_embeddings", None)
     return limit if isinstance(limit, int) and limit > 0 else DEFAULT_CONTEXT
 
 

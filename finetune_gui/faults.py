@@ -8,12 +8,12 @@ import re
 import torch
 
 from .errors import FinetuneError
+from .models import text_config
 
 
 def check_sequence_length(max_seq_len: int, model_config) -> None:
     """Refuse a train.max_seq_len beyond the positions the model was built for."""
-    text_cfg = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
-        else model_config
+    text_cfg = text_config(model_config)
     limit = getattr(text_cfg, "max_position_embeddings", None)
     if isinstance(limit, int) and 0 < limit < max_seq_len:
         raise FinetuneError(f"train.max_seq_len={max_seq_len} is above this model's maximum of "

@@ -8,6 +8,7 @@ import torch
 from .config import LoraConfig
 from .errors import ConfigError
 from .fast_lora import keep_mask
+from .models import linear_layer_names, text_config
 
 CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
@@ -20,7 +21,6 @@ def peft_config(cfg: LoraConfig, model=None) -> peft.LoraConfig:
     if cfg.last_layers and num_layers:
         layers = list(range(max(0, num_layers - cfg.last_layers), num_layers))
         if targets == "all-linear":
-            from .models import linear_layer_names
             targets = linear_layer_names(model)
     return peft.LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
@@ -30,9 +30,7 @@ def peft_config(cfg: LoraConfig, model=None) -> peft.LoraConfig:
 
 
 def layer_count(model) -> int | None:
-    config = model.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(text, "num_hidden_layers", None)
+    return getattr(text_config(model.config), "num_hidden_layers", None)
 
 
 def is_quantized(model) -> bool:

@@ -329,9 +329,14 @@ def linear_layer_names(model) -> list[str]:
     return names
 
 
+def text_config(config):
+    """The language-model part of a transformers config (multimodal configs nest it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def describe(model, quantization: str = "none") -> ModelCard:
     cfg = model.config
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    text_cfg = text_config(cfg)
     params = sum(p.numel() for p in model.parameters())
     if quantization == "4bit":  # bnb packs two 4-bit values per stored element
         params = sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for p in model.parameters())

@@ -95,27 +95,21 @@ class SoftTargets:
 def soft_targets(model, tokenizer, spec, examples: list[Example], max_len: int,
                  k: int = SOFT_TOP_K, batch_size: int = 8) -> list[SoftTargets]:
     """The base model's next-token distributions over each example's answer tokens."""
-    from .batching import PadCollator
+    from .batching import forward_in_batches
     from .templates import IGNORE_INDEX, encode_example
     encoded = [encode_example(e, spec, tokenizer, max_len) for e in examples]
-    collate = PadCollator(tokenizer.pad_token_id or 0)
-    device = next(model.parameters()).device
     out: list[SoftTargets] = []
-    with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
-            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
-            top = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
-            for row, enc in enumerate(chunk):
-                ids = [[-1] * k for _ in enc.input_ids]
-                logp = [[0.0] * k for _ in enc.input_ids]
-                for t in range(1, len(enc.input_ids)):
-                    if enc.labels[t] != IGNORE_INDEX:   # predicted from position t - 1
-                        ids[t] = top.indices[row, t - 1].tolist()
-                        logp[t] = [round(v, 4) for v in top.values[row, t - 1].tolist()]
-                out.append(SoftTargets(ids, logp))
+    for chunk, _, logits in forward_in_batches(model, encoded, tokenizer.pad_token_id or 0,
+                                               batch_size):
+        top = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        for row, enc in enumerate(chunk):
+            ids = [[-1] * k for _ in enc.input_ids]
+            logp = [[0.0] * k for _ in enc.input_ids]
+            for t in range(1, len(enc.input_ids)):
+                if enc.labels[t] != IGNORE_INDEX:   # predicted from position t - 1
+                    ids[t] = top.indices[row, t - 1].tolist()
+                    logp[t] = [round(v, 4) for v in top.values[row, t - 1].tolist()]
+            out.append(SoftTargets(ids, logp))
     return out
 
 

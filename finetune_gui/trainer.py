@@ -19,6 +19,7 @@ from transformers import Trainer, TrainingArguments
 
 from .config import RunConfig
 from .cpu_kernels import head_cross_entropy
+from .models import text_config
 from .templates import IGNORE_INDEX
 
 
@@ -31,8 +32,7 @@ class _PassHidden(torch.nn.Module):
 
 def _plain_head(causal_lm) -> torch.nn.Module | None:
     """The output head when logits are just ``head(hidden)``; None if anything else happens."""
-    config = causal_lm.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(causal_lm.config)
     if getattr(text, "final_logit_softcapping", None) or getattr(text, "logit_scale", None) \
             or getattr(text, "logits_scaling", 1.0) not in (1, 1.0, None):
         return None

@@ -6,7 +6,7 @@ import math
 
 import torch.nn.functional as F
 
-from ..batching import PadCollator
+from ..batching import forward_in_batches
 from ..templates import IGNORE_INDEX, encode_example
 
 
@@ -19,20 +19,17 @@ def answer_loss(engine, examples, *, use_adapter: bool, max_len: int,
     encoded = [e for e in encoded if e.trained_tokens]
     if not encoded:
         return None
-    collate = PadCollator(engine.tokenizer.pad_token_id or 0)
     total, count = 0.0, 0
     with engine.using(use_adapter) as model:
-        for start in range(0, len(encoded), batch_size):
+        for _, batch, logits in forward_in_batches(model, encoded,
+                                                   engine.tokenizer.pad_token_id or 0,
+                                                   batch_size):
             if should_stop():
                 return None
-            batch = collate([{"input_ids": e.input_ids, "labels": e.labels}
-                             for e in encoded[start:start + batch_size]])
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits[:, :-1]
-            labels = batch["labels"][:, 1:]
+            labels = batch["labels"][:, 1:].to(logits.device)
             keep = labels != IGNORE_INDEX
-            total += float(F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum"))
+            total += float(F.cross_entropy(logits[:, :-1][keep].float(), labels[keep],
+                                           reduction="sum"))
             count += int(keep.sum())
     return total / count if count else None
 
