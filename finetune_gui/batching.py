@@ -1,37 +1,10 @@
-"""Turning examples into training batches, and the machine-dependent training choices."""
+"""Turning examples into training batches."""
 
 from __future__ import annotations
 
 import torch
 
-from .config import RunConfig
-from .hardware import cpu_supports_bf16
 from .templates import IGNORE_INDEX, TemplateSpec, encode_example
-
-
-def resolve_precision(config: RunConfig, device: str) -> str:
-    """bf16 where the hardware has it (and the base is not 4-bit with fp16 compute), else fp32."""
-    wanted = config.train.precision
-    if wanted != "auto":
-        return wanted
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
-def prepare_cpu_bf16(model) -> None:
-    """Ready a frozen base for bf16 training on a CPU: bf16 weights, eager attention.
-
-    The Trainer's autocast would run every matmul in bf16 anyway but re-cast the fp32 frozen
-    weights and the fp32 activations around each layer at every step (autocast caches only
-    casts of weights that require grad); storing the base in bf16 removes those copies, as
-    bf16 compute does on GPUs. LoRA weights stay fp32 (peft upcasts adapters). With bf16
-    tensors, eager attention beat PyTorch's CPU flash-attention kernel on short sequences.
-    Measured on the 2-core AVX-512 CPU: 263 -> 299 real tokens/s in an interleaved A/B loop.
-    """
-    model.to(torch.bfloat16)
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")
 
 
 class PadCollator:

@@ -146,13 +146,20 @@ class TrainConfig:
         "otherwise."))
     precision: str = _f("auto", choices=("auto", "bf16", "fp16", "fp32"), help=(
         "Mixed precision for training. auto = bf16 where the hardware supports it."))
-    fused_lora: bool = _f(True, help=(
+    speedups: str = _f("all", choices=("off", "safe", "all"), help=(
+        "Training speed-ups (finetune_gui.speedups). safe = the same maths in fewer passes "
+        "over memory: fused LoRA step, answer-only head, fast dropout masks, C++ kernels on "
+        "a CPU, a 4-bit base dequantised once on a CPU; all = also Liger kernels on CUDA; "
+        "off = the libraries' own code everywhere."))
+    fused_lora: str = _f("auto", choices=("auto", "on", "off"), help=(
         "Run each plain LoRA layer's training step as one fused operation: the same maths "
-        "with fewer passes over memory (about 1.25x faster on CPU). Off = peft's own path."))
-    cpu_kernels: bool = _f(True, help=(
+        "with fewer passes over memory (about 1.25x faster on CPU). auto = as speedups says; "
+        "off = peft's own path."))
+    cpu_kernels: str = _f("auto", choices=("auto", "on", "off"), help=(
         "On a CPU, run the loss, norms, SwiGLU, attention softmax and dropout masks as C++ "
         "kernels built once for this machine (about 30 s, needs a C++ compiler): the same "
-        "results in fewer passes over memory. Off, or no compiler = PyTorch's own ops."))
+        "results in fewer passes over memory. auto = as speedups says; off, or no compiler "
+        "= PyTorch's own ops."))
     group_by_length: bool = _f(True, help=(
         "Batch examples of similar length together so little compute is spent on padding."))
     neftune_noise_alpha: float = _f(0.0, min=0.0, max=50.0, help=(
@@ -187,16 +194,6 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-
-    def resolved_optimizer(self, device: str) -> str:
-        """train.optimizer with auto resolved: paged 8-bit AdamW for QLoRA on a GPU, plain
-        AdamW for other GPU runs, PyTorch's fused AdamW on a CPU (one kernel per tensor
-        instead of a dozen ops: 20 -> 6 ms a step for a 30-layer model's 420 adapter tensors)."""
-        if self.train.optimizer != "auto":
-            return self.train.optimizer
-        if device == "cuda":
-            return "paged_adamw_8bit" if self.model.quantization != "none" else "adamw_torch"
-        return "adamw_torch_fused"
 
     # ---- (de)serialisation -------------------------------------------------------
     def to_dict(self) -> dict:
@@ -336,6 +333,8 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
     elif want is str:
         if value is None:
             value = ""
+        if isinstance(value, bool) and meta["choices"] == ("auto", "on", "off"):
+            value = "on" if value else "off"  # configs saved when these were switches
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not meta["choices"]:
             value = str(value)
         if not isinstance(value, str):

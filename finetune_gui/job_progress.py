@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Callable
 from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
@@ -61,6 +62,7 @@ class ProgressCallback(TrainerCallback):
         self.state, self.lock, self.stop, self.paths = state, lock, stop, paths
         self.started, self.write_metrics = started, write_metrics
         self.time_offset = 0.0   # a resumed run's clock continues from its last record
+        self.on_record: Callable[[], None] | None = None  # e.g. rewrite state.json
         self._rate_start: tuple[float, int, int] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -112,6 +114,8 @@ class ProgressCallback(TrainerCallback):
             record.update(s.memory)
         if ("loss" in record or "eval_loss" in record) and self.write_metrics:
             runs.append_metrics(self.paths, record)
+            if self.on_record is not None:
+                self.on_record()
 
     def _record_step(self, state) -> None:
         now = time.time()

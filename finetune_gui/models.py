@@ -18,7 +18,6 @@ from safetensors import SafetensorError
 
 from .config import EMBEDDED_MODEL, ModelConfig
 from .errors import ModelLoadError
-from .hardware import cpu_supports_bf16
 
 log = logging.getLogger(__name__)
 
@@ -154,22 +153,6 @@ def resolve_source(name_or_path: str) -> ResolvedSource:
     return ResolvedSource(text, False, f"{text} (Hugging Face Hub)")
 
 
-def choose_device(cfg: ModelConfig) -> str:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
-
-
-def choose_compute_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
-    if cfg.compute_dtype != "auto":
-        return getattr(torch, cfg.compute_dtype)
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-
-
 _TOKENIZERS: dict[tuple, object] = {}
 _TOKENIZERS_LOCK = threading.Lock()
 
@@ -208,29 +191,32 @@ def load_tokenizer(cfg: ModelConfig):
     return copy.deepcopy(pristine)
 
 
-def load_model(cfg: ModelConfig, *, for_training: bool = True):
-    """Load the frozen base model as configured; returns ``(model, tokenizer)``."""
+def load_model(cfg: ModelConfig, *, for_training: bool = True, plan=None):
+    """Load the frozen base model as the execution plan says; returns ``(model, tokenizer)``.
+
+    ``plan``: a ``finetune_gui.plan.ExecutionPlan`` (resolved for ``cfg`` when None). For
+    training, the base is then stored as the plan says (bf16 on a bf16 CPU; a 4-bit base
+    dequantised once on a CPU where that fits)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from .config import RunConfig
+    from .plan import resolve_plan
+    plan = plan or resolve_plan(RunConfig(model=copy.deepcopy(cfg)))
     source = resolve_source(cfg.name_or_path)
-    device = choose_device(cfg)
-    compute = choose_compute_dtype(cfg, device)
-    kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if plan.device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
+    compute = getattr(torch, plan.compute_dtype)
+    kwargs: dict = {"trust_remote_code": cfg.trust_remote_code,
+                    "dtype": getattr(torch, plan.load_dtype)}
     if not cfg.allow_pickle:
         kwargs["use_safetensors"] = True
     if cfg.quantization == "4bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=torch.uint8)
-        kwargs["dtype"] = compute if device == "cuda" else torch.float32
     elif cfg.quantization == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["dtype"] = compute if device == "cuda" else torch.float32
-    else:
-        # On the CPU the frozen base stays fp32 and autocast runs matmuls in bf16:
-        # faster than bf16 weights there, and LoRA maths stays exact.
-        kwargs["dtype"] = compute if device == "cuda" else torch.float32
-    if device == "cuda":
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if plan.device == "cuda":
+        kwargs["device_map"] = {"": plan.device_index or 0}
     _weights_check(source, cfg.allow_pickle)
     tokenizer = load_tokenizer(cfg)
     try:
@@ -243,10 +229,42 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True):
                              f"incomplete ({_first_line(exc)}): download or copy it again") from None
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise ModelLoadError(_explain(source, exc)) from None
+    if plan.dequantise_4bit:
+        dequantise_once(model, getattr(torch, plan.base_dtype))
+    if for_training and plan.device == "cpu" and plan.base_dtype == "bfloat16":
+        store_in_bf16(model)
     model.config.use_cache = not for_training
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def has_quantized_layers(model) -> bool:
+    """True while bitsandbytes layers (4-bit or 8-bit) hold some of the weights."""
+    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
+
+
+def dequantise_once(model, dtype: torch.dtype) -> None:
+    """Replace every 4-bit layer by a plain ``nn.Linear`` holding exactly what bitsandbytes
+    would dequantise at each step in the compute dtype (the same NF4 numbers, without the
+    per-step unpacking)."""
+    model.dequantize(dtype=dtype)
+    model.to(dtype)
+
+
+def store_in_bf16(model) -> None:
+    """Ready a frozen base for bf16 training on a CPU: bf16 weights, eager attention.
+
+    The Trainer's autocast would run every matmul in bf16 anyway but re-cast the fp32 frozen
+    weights and the fp32 activations around each layer at every step (autocast caches only
+    casts of weights that require grad); storing the base in bf16 removes those copies, as
+    bf16 compute does on GPUs. LoRA weights stay fp32 (peft upcasts adapters). With bf16
+    tensors, eager attention beat PyTorch's CPU flash-attention kernel on short sequences.
+    Measured on the 2-core AVX-512 CPU: 263 -> 299 real tokens/s in an interleaved A/B loop.
+    """
+    model.to(torch.bfloat16)
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
 
 
 def _gguf_reason(exc: BaseException) -> str:

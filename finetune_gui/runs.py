@@ -5,6 +5,7 @@ Layout::
     <output_dir>/run.yaml        the config the run used (run.N.yaml: before a resume changed it)
     <output_dir>/state.json      status, step, total, message (rewritten atomically)
     <output_dir>/metrics.jsonl   one JSON object per logged step
+    <output_dir>/plan.json       the execution plan training followed (device, dtypes, speed-ups)
     <output_dir>/checkpoints/    resumable Trainer checkpoints
     <output_dir>/adapter/        the final adapter (PEFT files + tokenizer + run.yaml)
 """
@@ -22,6 +23,7 @@ from .errors import FinetuneError
 RUN_CONFIG = "run.yaml"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.jsonl"
+PLAN_FILE = "plan.json"
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 
@@ -75,6 +77,10 @@ def _complete(checkpoint: Path) -> bool:
 
 def write_state(paths: RunPaths, **fields) -> None:
     atomic_write_text(paths.state, json.dumps(fields, indent=1))
+
+
+def write_plan(paths: RunPaths, plan: dict) -> None:
+    atomic_write_text(paths.root / PLAN_FILE, json.dumps(plan, indent=1))
 
 
 def read_state(paths: RunPaths) -> dict:

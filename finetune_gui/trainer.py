@@ -1,16 +1,12 @@
-"""A ``Trainer`` whose loss computes the vocabulary projection only where there is loss.
+"""The ``Trainer`` of a run: cross-entropy on answer tokens (plus replay's soft targets),
+and the ``TrainingArguments`` an execution plan implies.
 
-With loss on answers alone, most positions (prompt, padding) never need logits, yet the
-model's head would project every position onto the whole vocabulary — for a small model
-with a 49k vocabulary that is a fifth of all the work, plus a ``tokens x vocab`` fp32 copy
-for the loss. Here the head is skipped inside the forward pass (the model returns hidden
-states) and applied to the trained positions only. The forward still goes through the
-(possibly DDP-wrapped) model, so gradient synchronisation is untouched.
+The head projection runs either inside the model (the reference path) or, with the
+``answer_head`` speed-up, on the trained positions only (``finetune_gui.speedups``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -18,39 +14,10 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from .config import RunConfig
-from .cpu_kernels import head_cross_entropy
-from .models import text_config
+from .plan import ExecutionPlan
+from .speedups.answer_head import hidden_states_out, plain_head
+from .speedups.cpu_kernels import head_cross_entropy
 from .templates import IGNORE_INDEX
-
-
-class _PassHidden(torch.nn.Module):
-    """Stands in for the output head during the forward pass: returns hidden states."""
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden
-
-
-def _plain_head(causal_lm) -> torch.nn.Module | None:
-    """The output head when logits are just ``head(hidden)``; None if anything else happens."""
-    text = text_config(causal_lm.config)
-    if getattr(text, "final_logit_softcapping", None) or getattr(text, "logit_scale", None) \
-            or getattr(text, "logits_scaling", 1.0) not in (1, 1.0, None):
-        return None
-    get = getattr(causal_lm, "get_output_embeddings", None)
-    head = get() if get else None
-    if not isinstance(head, torch.nn.Linear) or any(p.requires_grad for p in head.parameters()):
-        return None  # a trained head (modules_to_save) must stay inside the DDP forward
-    return head
-
-
-@contextlib.contextmanager
-def _hidden_states_out(causal_lm):
-    head = causal_lm.get_output_embeddings()
-    causal_lm.set_output_embeddings(_PassHidden())
-    try:
-        yield head
-    finally:
-        causal_lm.set_output_embeddings(head)
 
 
 class ResponseOnlyTrainer(Trainer):
@@ -58,13 +25,13 @@ class ResponseOnlyTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, cpu_kernels: bool = False, **kwargs):
+    def __init__(self, *args, answer_head: bool = True, cpu_kernels: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._cpu_kernels = cpu_kernels  # the fused loss of finetune_gui.cpu_kernels
+        self._cpu_kernels = cpu_kernels  # the fused loss of finetune_gui.speedups.cpu_kernels
         self.model_accepts_loss_kwargs = True  # so the Trainer counts num_items_in_batch
         self._causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
             else self.model
-        self._head = _plain_head(self._causal_lm)
+        self._head = plain_head(self._causal_lm) if answer_head else None
         self._flops_per_token = None
 
     def floating_point_ops(self, inputs) -> int:
@@ -81,17 +48,19 @@ class ResponseOnlyTrainer(Trainer):
         hard = keep if soft is None else keep & ~soft
         model_inputs = {k: v for k, v in inputs.items() if k not in _NOT_MODEL_INPUTS}
         if self._head is not None:
-            with _hidden_states_out(self._causal_lm) as head:
+            with hidden_states_out(self._causal_lm) as head:
                 hidden = model(**model_inputs).logits[:, :-1]
-            # accelerate hands outputs back in fp32; project in the head's own dtype, as
-            # the model's forward would have
+            # accelerate hands outputs back in fp32; project in the head's own dtype and
+            # under the run's autocast, as the model's forward would have
             trained = hidden[hard].to(head.weight.dtype)
-            loss = head_cross_entropy(trained, head, labels[hard]) if self._cpu_kernels else None
-            if loss is None:
-                loss = F.cross_entropy(head(trained).float(), labels[hard], reduction="sum")
-            if soft is not None:
-                loss = loss + soft_cross_entropy(head(hidden[soft].to(head.weight.dtype)),
-                                                 inputs, soft)
+            with self.accelerator.autocast():
+                loss = head_cross_entropy(trained, head, labels[hard]) \
+                    if self._cpu_kernels else None
+                if loss is None:
+                    loss = F.cross_entropy(head(trained).float(), labels[hard], reduction="sum")
+                if soft is not None:
+                    loss = loss + soft_cross_entropy(head(hidden[soft].to(head.weight.dtype)),
+                                                     inputs, soft)
         else:
             logits = model(**model_inputs).logits[:, :-1]
             loss = F.cross_entropy(logits[hard].float(), labels[hard], reduction="sum")
@@ -129,7 +98,7 @@ def soft_cross_entropy(logits: torch.Tensor, inputs, soft: torch.Tensor) -> torc
     return -(target * log_q).sum()
 
 
-def training_arguments(config: RunConfig, checkpoints: Path, device: str, precision: str, *,
+def training_arguments(config: RunConfig, checkpoints: Path, plan: ExecutionPlan, *,
                        has_eval: bool) -> TrainingArguments:
     """The Trainer's settings for a run. With early stopping (and held-out rows) the
     Trainer also keeps the best adapter: that needs a checkpoint at every evaluation (it
@@ -143,8 +112,10 @@ def training_arguments(config: RunConfig, checkpoints: Path, device: str, precis
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, optim=config.resolved_optimizer(device),
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+        max_grad_norm=cfg.max_grad_norm, optim=plan.optimizer,
+        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
+        # every LoRA layer gets a gradient: DDP need not search the graph for unused ones
+        ddp_find_unused_parameters=False,
         logging_steps=cfg.logging_steps, eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps or None,
         save_strategy=eval_strategy if keep_best else "steps",

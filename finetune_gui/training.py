@@ -17,20 +17,20 @@ import traceback
 from pathlib import Path
 
 import torch
-from transformers import EarlyStoppingCallback, PrinterCallback
+from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
-from . import cpu_kernels, models, runs
+from . import models, runs, speedups
 from .config import RunConfig
 from .data import load_examples, write_examples
 from .errors import FinetuneError
 from .evaluation.runner import HELDOUT_FILE
-from .batching import PadCollator, prepare_cpu_bf16, resolve_precision, tokenize_examples
+from .batching import PadCollator, tokenize_examples
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
-from .fast_lora import enable_fused_lora
 from .hardware import BACKGROUND_NICENESS, lower_thread_priority
 from .job_progress import JobState, ProgressCallback
-from .lora import attach_lora, is_quantized, trainable_counts, use_fast_dropout
+from .lora import attach_lora, trainable_counts
+from .plan import ExecutionPlan, resolve_plan
 from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer, best_checkpoint, training_arguments
 
@@ -105,17 +105,14 @@ class TrainingJob:
             del self._state.log[:-500]
 
     def _run_in_background(self) -> None:
-        if lower_thread_priority():  # before torch starts this thread's worker pool
-            self._log(f"background job: CPU priority lowered (nice +{BACKGROUND_NICENESS}) "
-                      "so the app stays responsive")
-        self._run_locked()
+        self._run_locked(background=True)
 
-    def _run_locked(self) -> None:
+    def _run_locked(self, background: bool = False) -> None:
         try:
             self._t0 = time.time()
-            trainer = self._setup()
-            self._train(trainer)
-            self._save(trainer)
+            self.plan = resolve_plan(self.config)
+            self._pin_device(background)
+            self._recipe()
         except FinetuneError as exc:
             self._fail(str(exc))
         except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -132,6 +129,24 @@ class TrainingJob:
         finally:
             self._cleanup()
             _ACTIVE.release()
+
+    def _recipe(self) -> None:
+        """setup / train / save; the trainer (and the model it holds) is gone on return, so
+        cleanup really frees the memory."""
+        trainer = self._setup()
+        self._train(trainer)
+        self._save(trainer)
+
+    def _pin_device(self, background: bool) -> None:
+        """Run in this thread: the CUDA device of this process (its LOCAL_RANK under
+        ``accelerate launch``) is per thread in torch, so it is set where training runs; a
+        CPU job in the app yields the cores to the page and chat."""
+        if self.plan.device == "cuda":
+            torch.cuda.set_device(self.plan.device_index or 0)
+            torch.cuda.reset_peak_memory_stats()
+        elif background and lower_thread_priority():  # before torch starts its worker pool
+            self._log(f"background job: CPU priority lowered (nice +{BACKGROUND_NICENESS}) "
+                      "so the app stays responsive")
 
     def _fail(self, message: str, exc: BaseException | None = None) -> None:
         if exc is not None:
@@ -189,8 +204,14 @@ class TrainingJob:
         self._resume_from = resume_from
 
         self._update(phase="loading model")
+        plan = self.plan
         self._log(f"loading {cfg.model.name_or_path} ({cfg.model.quantization})")
-        model, tokenizer = models.load_model(cfg.model, for_training=True)
+        self._log(f"plan: {plan.summary()}")
+        for note in plan.notes:
+            self._log(f"plan: {note}")
+        if is_main_process():
+            runs.write_plan(self.paths, plan.to_dict())
+        model, tokenizer = models.load_model(cfg.model, for_training=True, plan=plan)
         check_sequence_length(cfg.train.max_seq_len, model.config)
         spec.check(tokenizer)
         replay, soft = self._replay(model, tokenizer, split.train)
@@ -210,22 +231,16 @@ class TrainingJob:
         if dropped:
             self._log(f"{dropped} examples dropped: their answer starts after max_seq_len")
 
-        device = "cuda" if next(model.parameters()).is_cuda else "cpu"
-        if device == "cpu" and resolve_precision(cfg, device) == "bf16" and not is_quantized(model):
-            prepare_cpu_bf16(model)
+        speedups.before_lora(model, plan, self._log)
+        set_seed(cfg.train.seed)  # the LoRA init draws from the global generator: same run, same start
         model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
-        use_fast_dropout(model)
-        if cfg.train.fused_lora:
-            self._log(f"fused LoRA training step on {enable_fused_lora(model)} layers")
-        self._cpu_kernels = device == "cpu" and cfg.train.cpu_kernels
-        if self._cpu_kernels:
-            self._log(self._enable_cpu_kernels(model))
+        self._speedups = speedups.after_lora(model, plan, self._log)
         trainable, total = trainable_counts(model)
         self._log(f"trainable parameters: {trainable:,} of {total:,}")
         self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),
                      truncated=truncated, dropped=dropped)
         self._tokenizer = tokenizer
-        return self._build_trainer(model, tokenizer, train_ds, eval_ds, device)
+        return self._build_trainer(model, tokenizer, train_ds, eval_ds, plan)
 
     def _replay(self, model, tokenizer, train) -> tuple[list, list]:
         """The base model's own answers to general questions (data.replay_ratio) and its
@@ -254,27 +269,12 @@ class TrainingJob:
         else:
             heldout.unlink(missing_ok=True)
 
-    def _enable_cpu_kernels(self, model) -> str:
-        if not cpu_kernels.is_built():
-            self._log("building the fused CPU kernels (once per machine, about 30 s)")
-        counts = cpu_kernels.enable_cpu_kernels(model)
-        if not counts:
-            self._cpu_kernels = False
-            return f"fused CPU kernels unavailable: {cpu_kernels.why_unavailable()}"
-        return (f"fused CPU kernels: loss, {counts['rms_norm']} RMSNorm, "
-                f"{counts['swiglu']} SwiGLU and {counts['attention']} attention modules, "
-                f"dropout masks of {counts['lora_dropout']} LoRA layers")
-
-    def _build_trainer(self, model, tokenizer, train_ds, eval_ds, device: str):
-        precision = resolve_precision(self.config, device)
-        if is_quantized(model) and precision == "fp16":
-            precision = "fp32" if device == "cpu" else precision
-        args = training_arguments(self.config, self.paths.checkpoints, device, precision,
+    def _build_trainer(self, model, tokenizer, train_ds, eval_ds, plan: ExecutionPlan):
+        args = training_arguments(self.config, self.paths.checkpoints, plan,
                                   has_eval=eval_ds is not None)
-        optim = getattr(args.optim, 'value', args.optim)
-        self._log(f"device {device}, precision {precision}, optimizer {optim}")
         progress = ProgressCallback(self._state, self._lock, self._stop, self.paths,
                                     started=self._t0, write_metrics=is_main_process())
+        progress.on_record = self._write_state  # state.json follows the steps
         self._progress = progress
         callbacks = [progress, *self._tracking_callbacks()]
         if args.load_best_model_at_end:
@@ -285,7 +285,8 @@ class TrainingJob:
         trainer = ResponseOnlyTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
             data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-            callbacks=callbacks, cpu_kernels=self._cpu_kernels)
+            callbacks=callbacks, answer_head="answer_head" in self._speedups,
+            cpu_kernels="cpu_kernels" in self._speedups)
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 

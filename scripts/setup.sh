@@ -56,7 +56,7 @@ fi
 
 # Build the fused CPU training kernels once for this machine (optional: without a C++
 # compiler training uses PyTorch's own ops).
-$VENV/bin/python -c "from finetune_gui import cpu_kernels as k; \
+$VENV/bin/python -c "from finetune_gui.speedups import cpu_kernels as k; \
 print('setup: fused CPU kernels', 'ready' if k.load() else 'unavailable: ' + k.why_unavailable())"
 
 # Convert the embedded GGUF once into the user cache, so the first load is fast.

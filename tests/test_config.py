@@ -121,7 +121,10 @@ def test_gpu_presets_follow_the_chapter_recipe(preset):
     ("adamw_torch", "none", "cpu", "adamw_torch"),  # an explicit choice is kept
 ])
 def test_optimizer_auto_resolution(optimizer, quantization, device, want):
+    from finetune_gui.plan import Machine, resolve_plan
     cfg = RunConfig()
     cfg.apply_override(f"train.optimizer={optimizer}")
     cfg.apply_override(f"model.quantization={quantization}")
-    assert cfg.resolved_optimizer(device) == want
+    cfg.apply_override(f"model.device={device}")
+    machine = Machine(cuda=device == "cuda", cuda_bf16=True, has_bitsandbytes=True)
+    assert resolve_plan(cfg, machine, base_params=10**6).optimizer == want

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
-from finetune_gui import cpu_kernels
+from finetune_gui.speedups import cpu_kernels
 
 if shutil.which("c++") is None and shutil.which("g++") is None:
     pytest.skip("no C++ compiler: the kernels are an optional backend", allow_module_level=True)

@@ -302,6 +302,9 @@ def _measured_step_bytes(cfg_dict: dict, rc: RunConfig, lengths: list[int]) -> i
     model_type = d.pop("model_type")
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **d)).float()
     model.config.use_cache = False
+    if rc.train.precision == "bf16":  # as the execution plan has training store it
+        from finetune_gui.models import store_in_bf16
+        store_in_bf16(model)
     model = attach_lora(model, rc.lora, gradient_checkpointing=rc.train.gradient_checkpointing)
     model.train()
     b, s = len(lengths), max(lengths)

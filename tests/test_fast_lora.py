@@ -7,8 +7,8 @@ import peft
 import pytest
 import torch
 
-from finetune_gui import cpu_kernels
-from finetune_gui.fast_lora import FusedLoraLinear, _LoraAdd, enable_fused_lora, keep_bits
+from finetune_gui.speedups import cpu_kernels
+from finetune_gui.speedups.fused_lora import FusedLoraLinear, _LoraAdd, enable_fused_lora, keep_bits
 
 
 def two_layer_lora(dtype, dropout=0.0, **extra):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from finetune_gui.chat import ChatEngine
+from finetune_gui.plan import resolve_plan
 from finetune_gui.runs import RunPaths, read_metrics
 from finetune_gui.training import JobBusyError, TrainingJob
 
@@ -34,26 +35,30 @@ def assert_learned(state):
     {"lora.use_rslora": True, "data.template": "chatml"},
     {"model.quantization": "4bit", "train.gradient_checkpointing": True},
     {"model.quantization": "8bit"},
-    {"train.fused_lora": False},
+    {"train.fused_lora": "off"},
     {"lora.dropout": 0.1, "train.precision": "bf16", "train.gradient_checkpointing": True},
-    {"train.cpu_kernels": False, "train.precision": "bf16"},
+    {"train.cpu_kernels": "off", "train.precision": "bf16"},
+    {"train.speedups": "off", "lora.dropout": 0.1},
+    {"model.quantization": "4bit", "train.speedups": "off"},
     {"lora.last_layers": 1, "train.gradient_checkpointing": True},
 ], ids=["default", "qv-r4", "checkpointing", "bf16-checkpointing", "dora", "rslora-chatml",
         "qlora-4bit", "8bit", "peft-forward", "fused-dropout-bf16-checkpointing",
-        "eager-cpu-ops", "last-layer-checkpointing"])
+        "eager-cpu-ops", "last-layer-checkpointing", "speedups-off", "qlora-4bit-kept"])
 def test_loss_falls(tiny_config, overrides):
     for key, value in overrides.items():
         tiny_config.set(key, value)
     state = TrainingJob(tiny_config).run()
     assert_learned(state)
     assert state.trainable_params > 0
+    plan = resolve_plan(tiny_config)
+    assert any(plan.summary() in line for line in state.log)
     fused = [line for line in state.log if "fused LoRA training step" in line]
-    plain_lora = not (tiny_config.lora.use_dora or tiny_config.model.quantization != "none")
-    assert bool(fused) == tiny_config.train.fused_lora
+    plain_lora = not tiny_config.lora.use_dora
+    assert bool(fused) == plan.uses("fused_lora")
     if fused and plain_lora:
         assert "on 0 layers" not in fused[0]
     kernels = [line for line in state.log if "fused CPU kernels" in line]
-    assert bool(kernels) == tiny_config.train.cpu_kernels
+    assert bool(kernels) == plan.uses("cpu_kernels")
     if kernels and shutil.which("c++"):  # the tiny Llama: 2 layers, 2 norms each + final
         assert "loss, 5 RMSNorm, 2 SwiGLU and " in kernels[-1], kernels
 
@@ -191,7 +196,7 @@ def test_response_only_loss_equals_the_models_own_loss(tiny_model_dir, tied, tmp
 
 
 def test_bernoulli_dropout_matches_nn_dropout_statistics():
-    from finetune_gui.lora import BernoulliDropout
+    from finetune_gui.speedups.dropout import BernoulliDropout
     torch.manual_seed(0)
     x = torch.ones(400, 500)
     out = BernoulliDropout(0.2).train()(x)
@@ -203,10 +208,10 @@ def test_bernoulli_dropout_matches_nn_dropout_statistics():
 
 def test_cpu_bf16_training_keeps_a_bf16_base_and_fp32_adapters(tiny_config):
     from finetune_gui import models
-    from finetune_gui.batching import prepare_cpu_bf16
-    from finetune_gui.lora import attach_lora, use_fast_dropout
+    from finetune_gui.lora import attach_lora
+    from finetune_gui.speedups.dropout import use_fast_dropout
     model, _ = models.load_model(tiny_config.model)
-    prepare_cpu_bf16(model)
+    models.store_in_bf16(model)
     model = attach_lora(model, tiny_config.lora, gradient_checkpointing=False)
     assert use_fast_dropout(model) == 0  # tiny_config has dropout 0: nothing to swap
     base = model.get_base_model()
@@ -222,9 +227,9 @@ def test_background_job_runs_at_lower_cpu_priority_than_the_app(tiny_config):
     seen = {}
 
     class Probe(TrainingJob):
-        def _run_locked(self):
+        def _recipe(self):
             seen["job"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-            super()._run_locked()
+            super()._recipe()
     app_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     job = Probe(tiny_config)
     job.start()

@@ -21,11 +21,12 @@ How each term is modelled, and what could not be measured: see ``memory.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..hardware import cpu_supports_bf16
+from ..plan import ExecutionPlan, Machine, resolve_plan
+from .data_shape import data_shape
 from .arch import (Arch, arch_from_dict, find_config, linear_names_from_config, load_arch,
                    preset_name)
 from .gpus import COMMON_GPUS, detected_gpu, gpu_bytes_for
@@ -52,6 +53,7 @@ class Estimate:
     pageable_bytes: int = 0
     source: str = ""
     setup: Setup | None = field(default=None, repr=False)
+    plan: ExecutionPlan | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {"trainable_params": self.trainable_params, "total_params": self.total_params,
@@ -72,25 +74,40 @@ def _counts(arch: Arch, config: RunConfig) -> ParamCount:
     return cache[key]
 
 
-def setup_for(config: RunConfig, arch: Arch, device: str) -> Setup:
-    """The memory-relevant choices the app itself makes for ``config`` on ``device``."""
-    m, t = config.model, config.train
-    if device == "cuda":
-        weight = 4 if m.compute_dtype == "float32" else 2
-        precision = "bf16" if t.precision == "auto" else t.precision
-    else:
-        weight = 4  # models.load_model keeps the frozen base in fp32 on the CPU
-        precision = t.precision if t.precision != "auto" else (
-            "bf16" if cpu_supports_bf16() else "fp32")
-        if m.quantization != "none" and precision == "fp16":
-            precision = "fp32"
-    optimizer = config.resolved_optimizer(device)
-    return Setup(device=device, quantization=m.quantization, double_quant=True,
-                 weight_bytes=weight, precision=precision, optimizer=optimizer,
-                 batch_size=t.batch_size, seq_len=t.max_seq_len,
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def setup_for(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | None = None
+              ) -> Setup:
+    """The memory-relevant choices of the execution plan for ``config`` on ``device``
+    (a what-if GPU of ``gpu_bytes`` when this machine has none)."""
+    return plan_and_setup(config, arch, device, gpu_bytes)[1]
+
+
+def plan_and_setup(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | None = None
+                   ) -> tuple[ExecutionPlan, Setup]:
+    machine = Machine.detect()
+    if device == "cuda" and not machine.cuda:
+        machine = machine.with_gpu(gpu_bytes or 0)
+    elif device == "cpu":
+        machine = replace(machine, cuda=False)
+    plan = resolve_plan(config, machine, base_params=arch_base_params(arch))
+    lc, t = config.lora, config.train
+    quantization = "none" if plan.dequantise_4bit else config.model.quantization
+    weight = DTYPE_BYTES.get(plan.base_dtype, DTYPE_BYTES.get(plan.compute_dtype, 2))
+    shape = data_shape(config)
+    return plan, Setup(device=plan.device, quantization=quantization, double_quant=True,
+                 weight_bytes=weight, precision=plan.precision, optimizer=plan.optimizer,
+                 batch_size=t.batch_size, seq_len=shape.longest if shape else t.max_seq_len,
                  gradient_checkpointing=t.gradient_checkpointing,
-                 attn_implementation=arch.attn_implementation, lora_dropout=config.lora.dropout,
-                 lora_r=config.lora.r, use_dora=config.lora.use_dora)
+                 attn_implementation=plan.attention, lora_dropout=lc.dropout,
+                 lora_r=lc.r, use_dora=lc.use_dora, adapted_layers=lc.last_layers,
+                 answer_tokens=(shape.longest_answer if shape else None)
+                 if plan.uses("answer_head") else None)
+
+
+def arch_base_params(arch: Arch) -> int:
+    return sum(m.numel for m in arch.modules())  # tied weights counted once
 
 
 def _device_and_budget(config: RunConfig, gpu_bytes: int | None) -> tuple[str, int | None]:
@@ -122,19 +139,20 @@ def estimate(config: RunConfig, *, gpu_bytes: int | None = None) -> Estimate:
     arch = load_arch(config.model.name_or_path)
     pc = _counts(arch, config)
     device, budget = _device_and_budget(config, gpu_bytes)
-    setup = setup_for(config, arch, device)
+    plan, setup = plan_and_setup(config, arch, device, budget)
     mem = estimate_memory(arch, pc, setup)
     return Estimate(trainable_params=pc.trainable, total_params=pc.total,
                     peak_bytes=mem.peak_bytes, breakdown=mem.breakdown, device=device,
                     fits=_fits(mem, budget), budget_bytes=budget,
-                    pageable_bytes=mem.pageable_bytes, source=arch.source, setup=setup)
+                    pageable_bytes=mem.pageable_bytes, source=arch.source, setup=setup,
+                    plan=plan)
 
 
 def _largest_fitting(config: RunConfig, budget_bytes: int, field_name: str, lo: int,
                      hi: int) -> int:
     arch = load_arch(config.model.name_or_path)
     pc = _counts(arch, config)
-    base = setup_for(config, arch, "cuda")
+    base = setup_for(config, arch, "cuda", budget_bytes)
 
     def ok(value: int) -> bool:
         setattr(base, field_name, value)

@@ -99,6 +99,8 @@ class Setup:
     lora_r: int = 16
     use_dora: bool = False
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    adapted_layers: int = 0              # lora.last_layers: backprop stops below them (0 = all)
+    answer_tokens: int | None = None     # answer-only head: positions projected per row
 
     @property
     def autocast(self) -> bool:
@@ -283,7 +285,9 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
             layer_copy += 2 * pc.adapter_params // max(L, 1)
 
     # Loss: fp32 log-softmax output + incoming gradient + its gradient (12 B), soft-capping extra.
-    logits = 12 * V * T + (2 * 2 * V * T if arch.logit_softcap else 0)
+    # The answer-only head projects the answer positions alone.
+    T_head = T if s.answer_tokens is None else s.batch_size * min(s.answer_tokens, s.seq_len)
+    logits = 12 * V * T_head + (2 * 2 * V * T_head if arch.logit_softcap else 0)
     final = (4 * h + 4) * T  # the final norm
     if any(m.name == "lm_head" for m in pc.adapted):
         # the adapter's input copy and mask, and B's vocabulary-wide output added to the logits
@@ -300,6 +304,8 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
     if s.use_dora and pc.adapted:  # the weight norm of W + BA, in fp32, one layer at a time
         workspace += 4 * max(m.in_features * m.out_features for m in pc.adapted)
 
+    # Layers below the lowest adapted one need no gradient: autograd keeps nothing of them.
+    L = min(L, s.adapted_layers) if s.adapted_layers else L
     if s.gradient_checkpointing:
         stored = L * Rs * h * T + final
         # Two candidate peaks: (a) the loss backward, with every layer's input kept; (b) a layer

@@ -120,7 +120,7 @@ def load_merged(run_dir: str | Path, *, dtype: str = "auto",
     step(0.05, "loading base model")
     model, tokenizer = models.load_model(config.model, for_training=False)
     quant = config.model.quantization
-    if quant != "none":
+    if quant != "none" and models.has_quantized_layers(model):
         try:
             model = model.dequantize(dtype=target)
         except TypeError:  # older signature without dtype
@@ -128,6 +128,7 @@ def load_merged(run_dir: str | Path, *, dtype: str = "auto",
         except (ValueError, RuntimeError, NotImplementedError) as exc:
             raise FinetuneError(f"cannot dequantise the {quant} base for merging: "
                                 f"{str(exc).splitlines()[0][:200]}") from None
+    if quant != "none":  # here, or once at load where the execution plan said so
         notes.append(f"the {quant} base was dequantised to "
                      f"{str(target).replace('torch.', '')} before merging")
     step(0.35, "loading adapter")

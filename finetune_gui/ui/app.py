@@ -145,6 +145,10 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
             for ev in evs:
                 ev.then(lora.refresh, [state], lora.refresh_outputs, queue=False,
                         show_progress="hidden")
+        if key.startswith(("train.", "model.")):
+            for ev in evs:
+                ev.then(train.plan_refresh, [state], [train.plan], queue=False,
+                        show_progress="hidden")
         if key.startswith("data.") or key == "train.max_seq_len":
             for ev in evs:
                 ev.then(_data_refresh_if_loaded(data), [state], data.refresh_outputs,
@@ -152,6 +156,7 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     model.loaded.then(lora.refresh, [state], lora.refresh_outputs, queue=False)
     model.loaded.then(_data_refresh_if_loaded(data), [state], data.refresh_outputs)
     tabs["lora"].select(lora.refresh, [state], lora.refresh_outputs, queue=False)
+    tabs["train"].select(train.plan_refresh, [state], [train.plan], queue=False)
     _wire_advice(ui, state, [lora.advice, train.advice], [tabs["lora"], tabs["train"]], lora)
     tabs["data"].select(_data_autoload(ui, data), [state], data.refresh_outputs)
     tabs["chat"].select(parts["chat"].refresh, [state], [parts["chat"].run], queue=False)

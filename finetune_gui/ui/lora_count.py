@@ -110,6 +110,10 @@ class CountReport:
     device: str = ""
     fits: bool | None = None
     note: str = ""
+    plan_rows: list[tuple[str, str]] = field(default_factory=list)
+    seq_len: int = 0               # the batch length the estimate assumed
+    answer_tokens: int | None = None
+    from_data: bool = False        # that length came from the data, not max_seq_len
 
 
 def estimator():
@@ -131,6 +135,12 @@ def count_report(config: RunConfig, structure: Structure | None) -> CountReport:
             report = CountReport(int(e.trainable_params), int(e.total_params), False,
                                  int(e.peak_bytes), dict(getattr(e, "breakdown", {}) or {}),
                                  str(getattr(e, "device", "")), getattr(e, "fits", None))
+            if e.plan is not None:
+                report.plan_rows = e.plan.rows()
+            if e.setup is not None:
+                report.seq_len, report.answer_tokens = e.setup.seq_len, e.setup.answer_tokens
+                report.from_data = e.setup.seq_len != config.train.max_seq_len or \
+                    e.setup.answer_tokens is not None
         except FinetuneError as exc:
             if structure is None:
                 raise

@@ -11,6 +11,7 @@ from . import advice_box
 from .common import Ui, friendly
 from .lora_count import count_report, estimator, structure_from_config
 from .locale import t
+from .plan_view import memory_table, plan_table
 from .state import UserState
 
 GIB = 1024 ** 3
@@ -68,8 +69,14 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             if report.fits is not None:
                 lines.append("✅ " + t("lora.fits", lang) if report.fits
                              else "❌ " + t("lora.no_fit", lang))
-            for part, size in (report.breakdown or {}).items():
-                lines.append(f"- {part}: {size / GIB:.3f} GiB")
+            lines.append(memory_table(report, lang))
+            if report.from_data:
+                lines.append(t("lora.data_shape", lang, tokens=report.seq_len,
+                               answer=report.answer_tokens or report.seq_len))
+            elif report.seq_len:
+                lines.append(t("lora.worst_case", lang, tokens=report.seq_len))
+        if report.plan_rows:
+            lines.append(plan_table(report.plan_rows, lang))
         else:
             base = st.card.footprint_bytes if st.card is not None else None
             lora_bytes = report.trainable * 16   # fp32 weight + grad + 2 AdamW moments
@@ -116,3 +123,4 @@ def target_names(st: UserState) -> list[str]:
         return structure_from_config(st.config.model).names
     except Exception:  # unknown architecture / offline Hub id: load the model instead
         return []
+

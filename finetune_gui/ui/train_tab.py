@@ -21,6 +21,7 @@ from .common import Ui, guarded
 from .fields import apply_values
 from .jobs import JobRegistry
 from .locale import t
+from .plan_view import plan_text
 from .state import UserState
 
 MIB = 2 ** 20
@@ -55,7 +56,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.field("train.gradient_checkpointing")
                 ui.field("train.fused_lora")
                 ui.field("train.cpu_kernels")
+            with gr.Row():
+                ui.field("train.speedups")
             ui.field("train.output_dir", "text", elem_id="train-output")
+            plan_box = gr.Markdown(elem_id="train-plan")
         with gr.Column(scale=3):
             with gr.Row():
                 start = gr.Button(ui.t("train.start"), variant="primary", elem_id="train-start")
@@ -156,8 +160,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         st.drawn_status = ""
         return poll(st)
 
+    def plan_refresh(st: UserState):
+        return plan_text(st.config, st.lang)
+
     return SimpleNamespace(outputs=outputs, attach=attach, timer=timer, wire_buttons=wire_buttons,
-                           advice=advice)
+                           advice=advice, plan=plan_box, plan_refresh=plan_refresh)
 
 
 def empty_plot() -> pd.DataFrame:

@@ -20,12 +20,13 @@ import os
 import platform
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .fast_lora import FusedLoraLinear
+from .fused_lora import FusedLoraLinear
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -54,6 +55,33 @@ def is_built() -> bool:
     return any(build_dir().glob("*.so"))
 
 
+# torch's builder waits, without end, for the lock file of another build to go: a build
+# that was killed leaves it behind. A build takes well under STALE_LOCK_SECONDS here.
+STALE_LOCK_SECONDS = 300
+LOCK_WAIT_SECONDS = 180
+
+
+def _clear_lock(folder: Path) -> str | None:
+    """Make sure no stale lock blocks the build; the reason to give up when one is live."""
+    lock = folder / "lock"
+    waited = 0.0
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if age > STALE_LOCK_SECONDS:
+            lock.unlink(missing_ok=True)
+            _state["notes"] = [f"removed the lock of an interrupted kernel build "
+                               f"({age:.0f} s old)"]
+            return None
+        if waited >= LOCK_WAIT_SECONDS:
+            return (f"another process has been building them for {age:.0f} s; PyTorch's "
+                    "own ops are used this time")
+        time.sleep(0.5)
+        waited += 0.5
+
+
 def load(verbose: bool = False):
     """The compiled kernels, building them on first use; None (see ``why_unavailable``)."""
     if "module" in _state:
@@ -68,6 +96,11 @@ def load(verbose: bool = False):
             from torch.utils.cpp_extension import load as build
             folder = build_dir()
             folder.mkdir(parents=True, exist_ok=True)
+            reason = _clear_lock(folder)
+        except OSError as exc:
+            reason = f"cannot use the kernel cache: {exc}"
+    if reason is None:
+        try:
             # torch runs `ninja` from PATH: find the one pip put beside this interpreter
             venv_bin = str(Path(sys.executable).parent)
             if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
@@ -81,6 +114,12 @@ def load(verbose: bool = False):
             reason = f"could not build them: {first_error.strip()[:300]}"
     _state.update(module=module, reason=reason)
     return module
+
+
+def build_notes() -> list[str]:
+    """What loading had to repair (e.g. the lock of an interrupted build), for the run log."""
+    load()
+    return list(_state.get("notes", []))
 
 
 def why_unavailable() -> str | None:
