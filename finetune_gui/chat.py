@@ -14,6 +14,8 @@ from . import models, runs
 from .config import GenerationConfig, RunConfig
 from .data import Example, Turn
 from .errors import FinetuneError
+from .generation import sampling_kwargs
+from .plan import resolve_plan
 from .templates import TemplateSpec, encode_segments, segments, stop_token_ids
 
 
@@ -84,18 +86,24 @@ class ChatEngine:
     def from_run(cls, run_dir: str | Path) -> "ChatEngine":
         from peft import PeftModel
         paths, config = runs.find_run(run_dir)
-        model, tokenizer = models.load_model(config.model, for_training=False)
+        model, tokenizer = models.load_model(config.model, for_training=False,
+                                             plan=resolve_plan(config))
         model = PeftModel.from_pretrained(model, str(paths.adapter))
         return cls(model, tokenizer, config, has_adapter=True, source=str(paths.root))
 
     @classmethod
     def from_config(cls, config: RunConfig) -> "ChatEngine":
-        model, tokenizer = models.load_model(config.model, for_training=False)
+        model, tokenizer = models.load_model(config.model, for_training=False,
+                                             plan=resolve_plan(config))
         return cls(model, tokenizer, config, has_adapter=False, source=config.model.name_or_path)
 
     def merge(self) -> None:
-        """Fold the adapter into the base weights for faster answers (kept reversible)."""
-        if self.has_adapter and not self.merged:
+        """Fold the adapter into the base weights for faster answers (kept reversible).
+
+        Not into 4-bit or 8-bit layers: merging re-quantises them (the tuned model drifts
+        from what trained) and un-merging for a base answer drifts the base each time; the
+        adapter then stays a separate, exact branch."""
+        if self.has_adapter and not self.merged and not models.has_quantized_layers(self.model):
             with self._lock:
                 self.model.merge_adapter()
                 self.merged = True
@@ -145,16 +153,9 @@ class ChatEngine:
         return encode_segments(parts, self.tokenizer).input_ids
 
     def _generate_kwargs(self, params: GenerationConfig) -> dict:
-        kwargs = dict(max_new_tokens=params.max_new_tokens, eos_token_id=self._stop_ids,
-                      use_cache=True,  # a model loaded for training has it off
-                      pad_token_id=self.tokenizer.pad_token_id,
-                      repetition_penalty=params.repetition_penalty)
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kwargs
+        return dict(sampling_kwargs(params), eos_token_id=self._stop_ids,
+                    use_cache=True,  # a model loaded for training has it off
+                    pad_token_id=self.tokenizer.pad_token_id)
 
     def answer_examples(self, examples: list[Example], params: GenerationConfig, *,
                         use_adapter: bool = True) -> list[str]:

@@ -91,7 +91,8 @@ def cmd_train(args) -> int:
     if state.status == "failed":
         raise FinetuneError(state.message)
     if quiet:
-        print(f"process {rank}/{os.environ.get('WORLD_SIZE')}: {state.status}", flush=True)
+        print(f"process {rank}/{os.environ.get('WORLD_SIZE')}: {state.status}: {state.message}",
+              flush=True)
     else:
         print(f"{state.status}: {state.message}")
         print(f"run folder: {state.output_dir}")

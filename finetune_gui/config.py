@@ -333,8 +333,10 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
     elif want is str:
         if value is None:
             value = ""
-        if isinstance(value, bool) and meta["choices"] == ("auto", "on", "off"):
-            value = "on" if value else "off"  # configs saved when these were switches
+        if isinstance(value, bool) and meta["choices"] and "off" in meta["choices"]:
+            # YAML reads a bare off/on as false/true (and configs saved when fused_lora and
+            # cpu_kernels were switches hold true/false)
+            value = "off" if not value else "on" if "on" in meta["choices"] else value
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not meta["choices"]:
             value = str(value)
         if not isinstance(value, str):

@@ -73,26 +73,81 @@ def cpu_supports_bf16() -> bool:
 
 
 def gpu_list() -> list[GpuInfo]:
-    """NVIDIA GPUs via NVML; an empty list where there is no driver."""
+    """The NVIDIA GPUs this process may use, numbered as torch numbers them.
+
+    NVML counts every GPU in the box; ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs) picks
+    and reorders the ones torch sees, so the list follows it. Any NVML error, at start-up
+    or later (a driver reset, a GPU that fell off the bus), falls back to torch's own
+    ``mem_get_info``; an empty list means no usable GPU."""
+    try:
+        return _nvml_gpus()
+    except Exception:  # NVML raises its own error types, at any call
+        return _torch_gpus()
+
+
+def _visible(entries: list[tuple[str, str]]) -> list[int]:
+    """Positions in NVML's list (index, uuid) that CUDA_VISIBLE_DEVICES lets torch see."""
+    wanted = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if wanted is None:
+        return list(range(len(entries)))
+    chosen = []
+    for item in (part.strip() for part in wanted.split(",")):
+        if not item:
+            break
+        if item.isdigit():
+            position = int(item)
+            found = position if position < len(entries) else None
+        else:
+            found = next((i for i, (_, uuid) in enumerate(entries)
+                          if uuid == item or uuid.startswith(item)), None)
+        if found is None:  # CUDA ignores every device from the first unknown one
+            break
+        chosen.append(found)
+    return chosen
+
+
+def _nvml_gpus() -> list[GpuInfo]:
     try:
         import pynvml
     except ImportError:
-        return []
+        return _torch_gpus()
     try:
         pynvml.nvmlInit()
-    except Exception:  # no driver / no GPU: NVML raises its own error types
-        return []
+    except Exception:  # no driver: torch may still see a GPU (e.g. NVML missing in a container)
+        return _torch_gpus()
     try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
+                   for i in range(pynvml.nvmlDeviceGetCount())]
+        uuids = [pynvml.nvmlDeviceGetUUID(h) for h in handles]
+        entries = [(str(i), u.decode() if isinstance(u, bytes) else u) for i, u in enumerate(uuids)]
         gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        for number, position in enumerate(_visible(entries)):
+            handle = handles[position]
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
             name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(GpuInfo(i, name.decode() if isinstance(name, bytes) else name,
+            gpus.append(GpuInfo(number, name.decode() if isinstance(name, bytes) else name,
                                 int(mem.total), int(mem.free)))
         return gpus
     finally:
-        pynvml.nvmlShutdown()
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # shutting down a broken NVML must not hide the GPUs found
+            pass
+
+
+def _torch_gpus() -> list[GpuInfo]:
+    """GPUs as torch sees them, where NVML cannot say."""
+    import torch
+    try:
+        if not torch.cuda.is_available():
+            return []
+        gpus = []
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            gpus.append(GpuInfo(i, torch.cuda.get_device_name(i), int(total), int(free)))
+        return gpus
+    except Exception:  # a broken driver: no usable GPU
+        return []
 
 
 def detect() -> HardwareInfo:

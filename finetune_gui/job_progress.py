@@ -71,7 +71,8 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._record_step(state)
-        if self.stop.is_set():
+        if _any_rank(self.stop.is_set()):
+            self.stop.set()  # this rank too reports "stopped", not "finished"
             control.should_save = True
             control.should_training_stop = True
         model = kwargs.get("model")
@@ -131,3 +132,18 @@ class ProgressCallback(TrainerCallback):
                 s.tokens_per_second = (state.num_input_tokens_seen - tok0) / (now - t0)
                 per_step = (now - t0) / (state.global_step - step0)
                 s.eta_seconds = per_step * max(0, state.max_steps - state.global_step)
+
+
+def _any_rank(flag: bool) -> bool:
+    """``flag`` or'ed over every process of a distributed run, so that a Stop pressed where
+    rank 0 runs makes every rank save and stop after the same step (otherwise the others
+    wait for ever in the next collective)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    import torch
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+

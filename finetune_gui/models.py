@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,12 +232,38 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True, plan=None):
         raise ModelLoadError(_explain(source, exc)) from None
     if plan.dequantise_4bit:
         dequantise_once(model, getattr(torch, plan.base_dtype))
+    if plan.device == "cuda" and not for_training:
+        _SHOWN_ON_GPU.add(model)
     if for_training and plan.device == "cpu" and plan.base_dtype == "bfloat16":
         store_in_bf16(model)
     model.config.use_cache = not for_training
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+# Models the Model and Chat tabs (of any visitor) hold on a GPU: a training start moves
+# them to the CPU, where they still answer, so the run gets the card's memory.
+_SHOWN_ON_GPU: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def release_gpu_models() -> tuple[int, int]:
+    """Move every inference model still on a GPU to the CPU; (moved, kept) — 4/8-bit
+    bitsandbytes models cannot move and stay (the run may then run out of memory)."""
+    moved = kept = 0
+    for model in list(_SHOWN_ON_GPU):
+        try:
+            model.to("cpu")
+            moved += 1
+        except (ValueError, RuntimeError, TypeError):
+            kept += 1
+            continue
+        _SHOWN_ON_GPU.discard(model)
+    if moved:
+        import gc
+        gc.collect()
+        torch.cuda.empty_cache()
+    return moved, kept
 
 
 def has_quantized_layers(model) -> bool:

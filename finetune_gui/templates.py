@@ -186,7 +186,7 @@ class Encoded:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
 
 
-def _adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer) -> bool:
     bos = tokenizer.bos_token_id
     if bos is None:
         return False
@@ -198,7 +198,7 @@ def encode_segments(parts: list[Segment], tokenizer, max_len: int | None = None)
     """Token ids and labels for the pieces; prompt pieces get IGNORE_INDEX labels."""
     ids: list[int] = []
     labels: list[int] = []
-    if parts and _adds_bos(tokenizer) and not parts[0].text.startswith(tokenizer.bos_token):
+    if parts and adds_bos(tokenizer) and not parts[0].text.startswith(tokenizer.bos_token):
         ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE_INDEX)
     for part in parts:

@@ -106,7 +106,7 @@ def training_arguments(config: RunConfig, checkpoints: Path, plan: ExecutionPlan
     cfg = config.train
     eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
     keep_best = bool(cfg.early_stopping_patience and has_eval)
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -130,6 +130,18 @@ def training_arguments(config: RunConfig, checkpoints: Path, plan: ExecutionPlan
         label_names=["labels"], save_only_model=False, prediction_loss_only=True,
         # Log a NaN/inf loss as it is (the default averages it away), so the guard sees it.
         logging_nan_inf_filter=False)
+    if plan.device == "cuda":
+        _one_gpu_per_process(args)
+    return args
+
+
+def _one_gpu_per_process(args: TrainingArguments) -> None:
+    """A single process on a multi-GPU box would fall into ``nn.DataParallel`` (slow, and
+    not what LoRA wants); more GPUs are used through ``accelerate launch`` processes.
+    ``_n_gpu`` is the Trainer's own field for that count (transformers 4.x-5.x)."""
+    _ = args.device  # resolve the devices first: it sets _n_gpu
+    if hasattr(args, "_n_gpu") and args._n_gpu > 1:
+        args._n_gpu = 1
 
 
 def best_checkpoint(trainer) -> tuple[int, float] | None:

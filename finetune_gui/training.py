@@ -211,6 +211,12 @@ class TrainingJob:
             self._log(f"plan: {note}")
         if is_main_process():
             runs.write_plan(self.paths, plan.to_dict())
+        if plan.device == "cuda":
+            moved, kept = models.release_gpu_models()
+            if moved or kept:
+                self._log(f"moved {moved} model(s) shown on the Model/Chat tabs to the CPU to "
+                          f"free the GPU" + (f"; {kept} quantised one(s) could not move" if kept
+                                             else ""))
         model, tokenizer = models.load_model(cfg.model, for_training=True, plan=plan)
         check_sequence_length(cfg.train.max_seq_len, model.config)
         spec.check(tokenizer)
@@ -349,15 +355,15 @@ class TrainingJob:
         self._update(status=status, phase="", message=message)
         self._write_state()
 
-    # experiment tracking (finetune_gui.export.tracking) -------------------------------------
+    # experiment tracking (finetune_gui.tracking) -------------------------------------
     def _tracking_callbacks(self) -> list:
         """TensorBoard events in <run>/tensorboard (W&B when FINETUNE_GUI_REPORT_TO asks)."""
-        from .export.tracking import tracking_callbacks
+        from .tracking import tracking_callbacks
         return tracking_callbacks(self.paths.root)
 
     def _save_loss_plot(self) -> None:
         try:
-            from .export.tracking import save_loss_plot
+            from .tracking import save_loss_plot
             path = save_loss_plot(self.paths.root)
         except Exception as exc:  # a plot must never fail a run that trained fine
             self._log(f"could not draw the loss curve: {type(exc).__name__}: {exc}"[:300])

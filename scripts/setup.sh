@@ -54,6 +54,16 @@ if [ $want_tests = 1 ] && ! dpkg -s $browser_packages >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $browser_packages >/dev/null
 fi
 
+# A GPU the driver shows but torch cannot use (a CPU build, or a CUDA build too new for the
+# driver) would silently train on the CPU: say so now, not an hour into a run.
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  $VENV/bin/python -c "import torch, sys; ok = torch.cuda.is_available(); \
+print('setup: torch', torch.__version__, 'sees', torch.cuda.device_count() if ok else 0, 'GPU(s)'); \
+sys.exit(0 if ok else 1)" || echo "setup: WARNING: nvidia-smi lists a GPU but torch cannot use \
+it (torch $($VENV/bin/python -c 'import torch; print(torch.__version__)')): reinstall the CUDA build \
+of torch that matches the driver (pip install torch --index-url https://download.pytorch.org/whl/cu124)"
+fi
+
 # Build the fused CPU training kernels once for this machine (optional: without a C++
 # compiler training uses PyTorch's own ops).
 $VENV/bin/python -c "from finetune_gui.speedups import cpu_kernels as k; \

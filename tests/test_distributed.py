@@ -16,7 +16,7 @@ import sys
 import time
 
 from conftest import ROOT
-from finetune_gui.export import multi_gpu_command
+from finetune_gui.launch import multi_gpu_command
 from finetune_gui.runs import RunPaths, read_metrics
 
 
@@ -51,3 +51,39 @@ def test_two_process_launch_trains_once_and_saves_one_adapter(tiny_config, tmp_p
     assert json.loads(paths.state.read_text())["status"] == "finished"
     assert (paths.adapter / "run.yaml").exists() and (paths.root / "loss.png").exists()
     assert len(list((paths.root / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_stop_on_rank_0_stops_every_rank_after_the_same_step(tiny_config, tmp_path):
+    """Ctrl-C reaches the process that shows progress (rank 0); the other ranks must stop
+    after the same step, or they wait for ever in the next gradient all-reduce."""
+    import signal
+
+    import psutil
+    tiny_config.set("train.max_steps", 400)
+    tiny_config.set("train.save_steps", 1000)
+    tiny_config.save(tmp_path / "tiny.yaml")
+    words = shlex.split(multi_gpu_command(str(tmp_path / "tiny.yaml"), num_processes=2))
+    argv = [sys.executable, "-m", "accelerate.commands.launch", *words[2:]]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    paths = RunPaths(tmp_path / "run")
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(r.get("step", 0) >= 3
+                                                  for r in read_metrics(paths)):
+            time.sleep(0.5)
+        rank0 = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if "finetune_gui" in " ".join(p.cmdline()) and p.environ().get("RANK") == "0"]
+        assert len(rank0) == 1, "rank 0 not found"
+        rank0[0].send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    state = json.loads(paths.state.read_text())
+    assert state["status"] == "stopped" and state["step"] < 400, state
+    assert f"process 1/2: stopped: stopped at step {state['step']}/" in out, out[-2000:]
+    assert paths.latest_checkpoint() is not None

@@ -24,12 +24,12 @@ from conftest import ROOT, write_jsonl
 from finetune_gui.chat import ChatEngine, messages_to_example
 from finetune_gui.config import RunConfig
 from finetune_gui.errors import FinetuneError
-from finetune_gui.export import (accelerate_config, check_gguf_target, compare_figure,
-                                 compare_runs, config_multi_gpu_command, describe_export,
-                                 export_gguf, export_merged, load_merged, multi_gpu_command,
-                                 ollama_template, push_to_hub, run_chat_template, save_merged,
-                                 write_gguf)
-from finetune_gui.export.distributed import PRESETS
+from finetune_gui.export import (check_gguf_target, describe_export, export_gguf, export_merged,
+                                 load_merged, ollama_template, push_to_hub, run_chat_template,
+                                 save_merged, write_gguf)
+from finetune_gui.launch import accelerate_config, config_multi_gpu_command, multi_gpu_command
+from finetune_gui.tracking import compare_figure, compare_runs
+from finetune_gui.launch import PRESETS
 from finetune_gui.runs import RunPaths
 from finetune_gui.templates import TemplateSpec, encode_segments, segments
 from finetune_gui.training import TrainingJob
@@ -303,6 +303,38 @@ def test_gguf_refuses_what_it_cannot_write(merged32, tmp_path, monkeypatch):
     assert not (tmp_path / "x.gguf").exists()
 
 
+def sentencepiece_style_tokenizer(folder: Path) -> None:
+    """Replace a model's tokenizer by a Llama-2/Mistral-style one: BPE with byte fallback
+    and Metaspace splitting, which llama.cpp stores differently from byte-level BPE."""
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3, "a": 4, "b": 5, "\u2581a": 6}
+    backend = Tokenizer(tok_models.BPE(vocab=vocab, merges=[("\u2581", "a")], unk_token="<unk>",
+                                       byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    for name in folder.glob("*token*"):
+        name.unlink()
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+
+
+def test_gguf_refuses_a_sentencepiece_tokenizer_before_merging(tiny_model_dir, tmp_path):
+    import shutil
+    from finetune_gui.export import gguf_support
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    run = train_tiny(base, tmp_path / "run")
+    sentencepiece_style_tokenizer(base)  # as the Llama 2 and Mistral presets' bases have
+    ok, why = gguf_support(RunConfig.load(run / "run.yaml"))
+    assert not ok and "SentencePiece" in why
+    steps = []
+    started = time.time()
+    with pytest.raises(FinetuneError, match="byte-level BPE.*convert_hf_to_gguf"):
+        export_gguf(run, tmp_path / "model.gguf", progress=lambda f, text: steps.append(text))
+    assert steps == [] and time.time() - started < 10, steps  # refused before loading anything
+    assert not (tmp_path / "model.gguf").exists()
+
+
 # ---- the CLI and the Hub ---------------------------------------------------------------------
 
 def run_cli(*args, env=None):
@@ -389,7 +421,7 @@ def test_accelerate_presets_are_generated_and_valid(name):
     from accelerate.commands.config.config_args import load_config_from_file
     path = ROOT / "presets" / "accelerate" / name
     assert yaml.safe_load(path.read_text()) == accelerate_config(**PRESETS[name]), \
-        "regenerate with finetune_gui.export.distributed.write_presets()"
+        "regenerate with finetune_gui.launch.write_presets()"
     parsed = load_config_from_file(str(path))
     assert parsed.distributed_type.value == accelerate_config(**PRESETS[name])["distributed_type"]
 

@@ -182,3 +182,37 @@ def test_live_lock_of_another_build_falls_back_after_a_wait(tmp_path, monkeypatc
     assert cpu_kernels.load() is None
     assert time.time() - started < 30
     assert "another process" in cpu_kernels.why_unavailable()
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("bitsandbytes"),
+                    reason="needs bitsandbytes")
+def test_chat_never_merges_into_a_4bit_base(tiny_config):
+    """Merging re-quantises NF4 layers and un-merging drifts the base: keep the branch."""
+    from finetune_gui.chat import ChatEngine
+    tiny_config.set("model.quantization", "4bit")
+    tiny_config.set("train.speedups", "off")  # the base stays 4-bit
+    state = TrainingJob(tiny_config).run()
+    assert state.status == "finished", state.message
+    engine = ChatEngine.from_run(tiny_config.train.output_dir)
+    ids = torch.tensor([[1, 5, 9, 12, 40]])
+    with engine.using(use_adapter=False) as model:
+        before = model(ids).logits.clone()
+    with engine.using() as model:
+        tuned = model(ids).logits.clone()
+    engine.merge()
+    assert not engine.merged
+    with engine.using() as model:
+        assert torch.equal(model(ids).logits, tuned)
+    with engine.using(use_adapter=False) as model:
+        assert torch.equal(model(ids).logits, before)
+
+
+def test_switch_values_survive_yaml_on_off():
+    """YAML reads a bare off/on as false/true: --set train.speedups=off must still mean off."""
+    cfg = RunConfig()
+    cfg.apply_override("train.speedups=off")
+    cfg.apply_override("train.fused_lora=on")
+    assert (cfg.train.speedups, cfg.train.fused_lora) == ("off", "on")
+    from finetune_gui.errors import ConfigError
+    with pytest.raises(ConfigError, match="train.speedups"):
+        cfg.apply_override("train.speedups=on")  # not a level: off, safe or all

@@ -125,8 +125,16 @@ def _device_and_budget(config: RunConfig, gpu_bytes: int | None) -> tuple[str, i
     return "cpu", int(psutil.virtual_memory().available)
 
 
-def _fits(mem: Memory, budget: int | None) -> bool | None:
-    return None if budget is None else mem.peak_bytes - mem.pageable_bytes <= budget
+# What a card may be planned to: the rest is headroom for what no estimate sees exactly
+# (allocator fragmentation spikes, cuDNN/cuBLAS workspaces, a display, another process).
+GPU_USABLE_SHARE = 0.90
+
+
+def _fits(mem: Memory, budget: int | None, device: str = "cuda") -> bool | None:
+    if budget is None:
+        return None
+    usable = budget * (GPU_USABLE_SHARE if device == "cuda" else 1.0)
+    return mem.peak_bytes - mem.pageable_bytes <= usable
 
 
 def estimate(config: RunConfig, *, gpu_bytes: int | None = None) -> Estimate:
@@ -143,7 +151,7 @@ def estimate(config: RunConfig, *, gpu_bytes: int | None = None) -> Estimate:
     mem = estimate_memory(arch, pc, setup)
     return Estimate(trainable_params=pc.trainable, total_params=pc.total,
                     peak_bytes=mem.peak_bytes, breakdown=mem.breakdown, device=device,
-                    fits=_fits(mem, budget), budget_bytes=budget,
+                    fits=_fits(mem, budget, device), budget_bytes=budget,
                     pageable_bytes=mem.pageable_bytes, source=arch.source, setup=setup,
                     plan=plan)
 
@@ -153,6 +161,8 @@ def _largest_fitting(config: RunConfig, budget_bytes: int, field_name: str, lo: 
     arch = load_arch(config.model.name_or_path)
     pc = _counts(arch, config)
     base = setup_for(config, arch, "cuda", budget_bytes)
+    # a fit must hold for any data: rows of max_seq_len, every position projected
+    base.seq_len, base.answer_tokens = config.train.max_seq_len, None
 
     def ok(value: int) -> bool:
         setattr(base, field_name, value)

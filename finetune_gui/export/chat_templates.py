@@ -16,7 +16,7 @@ import string
 from dataclasses import dataclass, field
 
 from ..errors import FinetuneError
-from ..templates import ALPACA_PREAMBLE, TemplateSpec, _adds_bos, stop_token_ids
+from ..templates import ALPACA_PREAMBLE, TemplateSpec, adds_bos, stop_token_ids
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
@@ -35,7 +35,7 @@ def _split_system(default: str) -> str:
 
 
 def _bos(tokenizer) -> str:
-    return "{{- bos_token -}}" if _adds_bos(tokenizer) else ""
+    return "{{- bos_token -}}" if adds_bos(tokenizer) else ""
 
 
 def _chatml_stop(tokenizer) -> str:
@@ -148,7 +148,7 @@ def _model_is_chatml(tokenizer) -> tuple[bool, str]:
     except Exception:  # a template that fails to render is simply not translated
         return False, ""
     bos = tokenizer.bos_token or ""
-    body = text[len(bos):] if bos and text.startswith(bos) and _adds_bos(tokenizer) else text
+    body = text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
     system = ""
     match = _CHATML_SYSTEM.match(body)
     if match:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import models
+from .. import models, runs
 from ..config import EMBEDDED_MODEL, RunConfig
 from ..errors import FinetuneError
-from ..templates import TemplateSpec, _adds_bos
+from ..templates import TemplateSpec, adds_bos
 from .chat_templates import modelfile_text
-from .merged import ExportResult, Merged, Progress, _no_progress, load_merged
+from .merged import ExportResult, Merged, Progress, no_progress, load_merged
 
 GGUF_TYPES = ("f16", "q8_0", "f32")
 SUPPORTED_TYPES = ("llama", "mistral")
@@ -65,9 +65,26 @@ def gguf_support(config: RunConfig) -> tuple[bool, str]:
         return False, str(exc)
     if model_type is None:
         return True, "the architecture is checked when the export starts"
-    if model_type in SUPPORTED_TYPES:
-        return True, f"{model_type}: supported"
-    return False, gguf_support_message(model_type)
+    if model_type not in SUPPORTED_TYPES:
+        return False, gguf_support_message(model_type)
+    kind = _local_tokenizer_kind(config)
+    if kind is not None:
+        return False, NOT_BYTE_LEVEL.format(kind=kind)
+    return True, f"{model_type}: supported"
+
+
+def _local_tokenizer_kind(config: RunConfig) -> str | None:
+    """What the base's tokenizer is, read from its folder (None: byte-level BPE or unknown)."""
+    source = models.resolve_source(config.model.name_or_path)
+    folder = Path(source.location)
+    if not source.is_local or not folder.is_dir():
+        return None
+    try:
+        return _tokenizer_kind(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return "a slow (SentencePiece) tokenizer" if (folder / "tokenizer.model").exists() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _source_gguf(config: RunConfig) -> Path | None:
@@ -110,17 +127,39 @@ def _pre_tokenizer(tokenizer, config: RunConfig) -> tuple[str, str]:
     return "default", "unrecognised pre-tokenizer: llama.cpp will use its default splitting"
 
 
+NOT_BYTE_LEVEL = ("GGUF export here supports byte-level BPE tokenizers (SmolLM, Llama 3, Qwen, "
+                  "GPT-2 style); this model's is {kind} (Llama 2 and Mistral use SentencePiece): "
+                  "export the merged model and convert it with llama.cpp's convert_hf_to_gguf.py")
+
+
+def _tokenizer_kind(data: dict) -> str | None:
+    """None for a byte-level BPE tokenizer.json, else what it is."""
+    model = data.get("model") or {}
+    pre = data.get("pre_tokenizer") or {}
+    byte_level = any(p.get("type") == "ByteLevel" for p in [pre] + (pre.get("pretokenizers") or []))
+    if model.get("type") == "BPE" and byte_level:
+        return None
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        return "a SentencePiece-style BPE with byte fallback"
+    return f"a {model.get('type') or 'different'} tokenizer"
+
+
+def check_gguf_tokenizer(tokenizer) -> None:
+    """Raise before any merge when the vocabulary cannot be written as GGUF here."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise FinetuneError(NOT_BYTE_LEVEL.format(kind="a slow (SentencePiece) tokenizer"))
+    kind = _tokenizer_kind(json.loads(backend.to_str()))
+    if kind is not None:
+        raise FinetuneError(NOT_BYTE_LEVEL.format(kind=kind))
+
+
 def _vocab(tokenizer, vocab_size: int):
     """Tokens, token types and merges of a byte-level BPE tokenizer, as llama.cpp stores them."""
     import gguf
+    check_gguf_tokenizer(tokenizer)
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     model = data.get("model", {})
-    byte_level = any(p.get("type") == "ByteLevel" for p in (
-        [data.get("pre_tokenizer") or {}] + (data.get("pre_tokenizer") or {}).get("pretokenizers", [])))
-    if model.get("type") != "BPE" or not byte_level:
-        raise FinetuneError("GGUF export here supports byte-level BPE tokenizers (SmolLM, Llama 3, "
-                            "Qwen, GPT-2 style); this one is not: convert the merged model with "
-                            "llama.cpp's convert_hf_to_gguf.py")
     reverse = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
     tokens, types = [], []
@@ -157,7 +196,7 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     """Write an in-memory merged model as GGUF (and an Ollama Modelfile beside it)."""
     import gguf
     from gguf.quants import quantize
-    step = progress or _no_progress
+    step = progress or no_progress
     out = check_gguf_target(out_path, gguf_type)
     model, tokenizer, config = merged.model, merged.tokenizer, merged.config
     cfg = model.config
@@ -216,7 +255,7 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
         token_id = getattr(tokenizer, f"{kind}_token_id", None)
         if token_id is not None:
             getattr(writer, f"add_{kind}_token_id")(int(token_id))
-    writer.add_add_bos_token(_adds_bos(tokenizer))
+    writer.add_add_bos_token(adds_bos(tokenizer))
     writer.add_add_space_prefix(False)
     writer.add_chat_template(tokenizer.chat_template)
 
@@ -286,5 +325,7 @@ def export_gguf(run_dir: str | Path, out_path: str | Path, gguf_type: str = "f16
     The weights are merged in float32 (exact), then stored as ``gguf_type``: f16, q8_0 or f32.
     """
     out = check_gguf_target(out_path, gguf_type)
+    _, config = runs.find_run(run_dir)
+    check_gguf_tokenizer(models.load_tokenizer(config.model))  # before minutes of merging
     merged = load_merged(run_dir, dtype="float32", progress=progress)
     return write_gguf(merged, out, gguf_type, modelfile=modelfile, progress=progress)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,8 @@ import torch
 from .. import models, runs
 from ..config import RunConfig
 from ..errors import FinetuneError
-from ..hardware import cpu_supports_bf16
+from ..generation import sampling_kwargs
+from ..plan import Machine, resolve_plan
 from ..templates import TemplateSpec, stop_token_ids
 from .chat_templates import run_chat_template
 
@@ -58,15 +59,16 @@ class ExportResult:
                 "files": [str(f) for f in self.files], "notes": list(self.notes), **self.extra}
 
 
-def _no_progress(fraction: float, text: str) -> None:
+def no_progress(fraction: float, text: str) -> None:
     pass
 
 
 def sixteen_bit() -> torch.dtype:
     """The 16-bit dtype a dequantised base is stored in: bf16 where the hardware has it."""
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float16
+    machine = Machine.detect()
+    if machine.cuda:  # native bf16 only: a T4 or V100 would emulate it
+        return torch.bfloat16 if machine.cuda_bf16 else torch.float16
+    return torch.bfloat16 if machine.cpu_bf16 else torch.float16
 
 
 def base_dtype(config: RunConfig) -> torch.dtype:
@@ -93,6 +95,18 @@ def resolve_dtype(config: RunConfig, dtype: str = "auto") -> torch.dtype:
     return base_dtype(config)
 
 
+def merge_plan(config: RunConfig, target: torch.dtype):
+    """Merging runs on the CPU, loading a 16/32-bit base straight in the target dtype: on a
+    24 GB card a 7B merge (and GGUF's fp32 copy) would not fit beside nothing else, and
+    RAM is where the merged model goes anyway. One full copy of the weights at a time."""
+    cpu = config.copy()
+    cpu.model.device = "cpu"
+    plan = resolve_plan(cpu)
+    if config.model.quantization == "none":
+        plan = replace(plan, load_dtype=str(target).replace("torch.", ""))
+    return plan
+
+
 def describe_export(run_dir: str | Path) -> dict:
     """What an export of this run will do, for the UI to show before it starts."""
     paths, config = runs.find_run(run_dir)
@@ -113,12 +127,13 @@ def load_merged(run_dir: str | Path, *, dtype: str = "auto",
                 progress: Progress | None = None) -> Merged:
     """Base + adapter folded into plain weights, in memory."""
     from peft import PeftModel
-    step = progress or _no_progress
+    step = progress or no_progress
     paths, config = runs.find_run(run_dir)
     target = resolve_dtype(config, dtype)
     notes: list[str] = []
     step(0.05, "loading base model")
-    model, tokenizer = models.load_model(config.model, for_training=False)
+    model, tokenizer = models.load_model(config.model, for_training=False,
+                                         plan=merge_plan(config, target))
     quant = config.model.quantization
     if quant != "none" and models.has_quantized_layers(model):
         try:
@@ -153,15 +168,10 @@ def _set_generation(model, tokenizer, config: RunConfig) -> None:
     from transformers import GenerationConfig
     gen = config.generation
     stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
-    kwargs = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=stops,
-                  pad_token_id=tokenizer.pad_token_id, max_new_tokens=gen.max_new_tokens,
-                  repetition_penalty=gen.repetition_penalty)
-    if gen.temperature > 0:
-        kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p,
-                      top_k=gen.top_k)
-    else:
-        kwargs.update(do_sample=False)
-    model.generation_config = GenerationConfig(**kwargs)
+    kwargs = {k: v for k, v in sampling_kwargs(gen).items() if v is not None}
+    model.generation_config = GenerationConfig(
+        **kwargs, bos_token_id=tokenizer.bos_token_id, eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id)
 
 
 def _set_chat_template(tokenizer, config: RunConfig) -> None:
@@ -180,7 +190,7 @@ def check_merged_target(out_dir: str | Path) -> Path:
 def save_merged(merged: Merged, out_dir: str | Path, *, max_shard_size: str | int = "2GB",
                 progress: Progress | None = None) -> ExportResult:
     """Write the merged model as sharded safetensors beside ``out_dir``, then rename it in."""
-    step = progress or _no_progress
+    step = progress or no_progress
     dest = check_merged_target(out_dir)
     step(0.7, "saving")
     tmp = dest.with_name(dest.name + ".partial")

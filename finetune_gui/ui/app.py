@@ -224,7 +224,7 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         base_path = ui.workspace.root / base
         if not base_path.exists():
             base = ui.options.preset
-        from ..export import config_multi_gpu_command
+        from ..launch import config_multi_gpu_command
         gpus = max(2, len(detect_gpus()))
         command = (f"# one machine\n{st.config.cli_command(base)}\n\n"
                    f"# {gpus} GPUs with accelerate (DDP; FSDP/DeepSpeed configs in "

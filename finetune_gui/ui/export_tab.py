@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from .. import export, runs
+from .. import export, runs, tracking
 from ..errors import FinetuneError
 from ..evaluation import saved_results
 from ..evaluation.report import compare_evaluations
@@ -125,7 +125,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         if not choices or len(choices) < 2:
             raise FinetuneError(t("export.compare_info", st.lang))
         roots = [ui.workspace.check(c, "run") for c in choices]
-        compared = export.compare_runs(roots)
+        compared = tracking.compare_runs(roots)
         table = pd.DataFrame([[key, *map(str, values)]
                               for key, values in compared["config_diff"].items()],
                              columns=["setting", *compared["runs"]])
@@ -133,7 +133,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                                       in zip(compared["runs"], roots)})
         scores = pd.DataFrame(scored, columns=[t("export.compare_questions", st.lang),
                                                t("eval.metric", st.lang), *compared["runs"]])
-        return export.loss_figure(compared["curves"], title="Loss by run"), table, scores
+        return tracking.loss_figure(compared["curves"], title="Loss by run"), table, scores
 
     def on_refresh(st: UserState):
         choices = finished_runs(st.lang)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .. import hardware, models
+from ..plan import resolve_plan
 from ..config import EMBEDDED_MODEL
 from .common import Ui, guarded, markdown_lines
 from .lora_count import structure_of
@@ -82,7 +83,8 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         models.resolve_source(cfg.name_or_path)     # converts a .gguf once (slow the 1st time)
         progress(0.3, desc=ui_t(st, "model.progress.load"))
         t0 = time.time()
-        model, tokenizer = models.load_model(cfg, for_training=False)
+        model, tokenizer = models.load_model(cfg, for_training=False,
+                                             plan=resolve_plan(st.config))
         seconds = time.time() - t0
         progress(0.9, desc=ui_t(st, "model.progress.describe"))
         st.card = models.describe(model, cfg.quantization)

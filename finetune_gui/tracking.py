@@ -11,9 +11,9 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .. import runs
-from ..config import RunConfig
-from ..errors import FinetuneError
+from . import runs
+from .config import RunConfig
+from .errors import FinetuneError
 
 REPORT_ENV = "FINETUNE_GUI_REPORT_TO"
 TENSORBOARD_DIR = "tensorboard"
