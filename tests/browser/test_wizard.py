@@ -123,10 +123,14 @@ def test_whole_wizard(app_server, browser, codes_data):
         arg=before, timeout=TIMEOUT_MS)
     after = trainable(page)
     assert after * 4 == before, (before, after)   # quickstart r=16 -> 4: a quarter
+    count = text(page, "#lora-count")             # the memory parts, and the plan behind them
+    assert "Frozen base weights" in count and "How it will run" in count, count
+    assert "Speed-ups" in count and "answer_head" in count, count
     shot(page, "lora")
 
     # ---- Train: start, see loss points appear, reload mid-training, stop -------------
     open_tab(page, "train")
+    wait_text(page, "#train-plan", "Mixed precision")   # the plan a Start would follow
     fill(page, "#train-max-steps", "400")
     fill(page, "#train-save-steps", "25")
     fill(page, "#train-learning-rate", "0.005")
