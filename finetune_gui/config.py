@@ -131,6 +131,10 @@ class TrainConfig:
         "batch_size x grad_accum."))
     max_seq_len: int = _f(512, min=8, max=1_048_576, help=(
         "Longest example in tokens; longer ones are cut (and counted)."))
+    processes: int = _f(1, min=1, max=64, help=(
+        "Processes to train with from the app. 1 = inside the app. More = the app starts "
+        "`accelerate launch` with that many processes (one per GPU; with no GPU, CPU "
+        "processes over gloo) and follows the run folder."))
     gradient_checkpointing: bool = _f(False, help=(
         "Recompute activations in the backward pass: much less memory, ~30% slower."))
     lr_scheduler: str = _f("cosine", choices=(

@@ -87,3 +87,33 @@ def test_stop_on_rank_0_stops_every_rank_after_the_same_step(tiny_config, tmp_pa
     assert state["status"] == "stopped" and state["step"] < 400, state
     assert f"process 1/2: stopped: stopped at step {state['step']}/" in out, out[-2000:]
     assert paths.latest_checkpoint() is not None
+
+
+def test_the_app_launches_two_processes_and_follows_the_run(tiny_config, tmp_path, monkeypatch):
+    """train.processes = 2 from the app (its job registry): accelerate launch in its own
+    process group, progress read from the run folder, Stop reaching every rank."""
+    from finetune_gui.ui.jobs import JobRegistry
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")   # CPU ranks over gloo
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tiny_config.set("train.processes", 2)
+    tiny_config.set("train.max_steps", 400)
+    tiny_config.set("train.save_steps", 1000)
+    registry = JobRegistry()
+    job = registry.start(tiny_config, visitor="a")
+    assert registry.busy()
+    deadline = time.time() + 300
+    while time.time() < deadline and job.state.step < 3:
+        assert job.state.status in ("loading", "running"), job.state.log[-20:]
+        time.sleep(0.5)
+    state = job.state
+    assert state.status == "running" and state.loss, state.log[-20:]
+    assert state.phase == "2 processes"
+    assert registry.stop("a")
+    final = job.wait(180)
+    assert final.status == "stopped", (final.message, final.log[-20:])
+    assert 3 <= final.step < 400
+    assert any("process 1/2: stopped" in line for line in final.log), final.log[-20:]
+    paths = RunPaths(tmp_path / "run")
+    assert paths.latest_checkpoint() is not None
+    assert (paths.adapter / "adapter_model.safetensors").exists()
+    assert not registry.busy()

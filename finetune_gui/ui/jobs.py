@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import FinetuneError
 from ..job_progress import JobState
+from ..launched_job import LaunchedJob
 from ..training import JobBusyError, TrainingJob
 
 OWNER_FILE = "owner"
@@ -41,8 +42,16 @@ def run_owner(run_dir: str | Path) -> str | None:
         return None
 
 
+def start_job(config: RunConfig, *, resume: bool = False):
+    """A job in this process, or several processes (``train.processes``) launched and
+    followed from the run folder."""
+    if config.train.processes > 1:
+        return LaunchedJob(config, resume=resume)
+    return TrainingJob(config, resume=resume)
+
+
 class JobRegistry:
-    def __init__(self, job_factory=TrainingJob, *, owners: bool = False):
+    def __init__(self, job_factory=start_job, *, owners: bool = False):
         self._lock = threading.Lock()
         self._job: TrainingJob | None = None
         self._owner = ""                     # owner_key of the job's visitor
