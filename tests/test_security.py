@@ -318,6 +318,23 @@ def test_symlinks_are_resolved_before_the_check(tmp_path):
     assert ws.check("data/uploads/alias.jsonl") == ws.uploads / "inside.jsonl"
 
 
+def test_the_lora_estimate_reads_no_data_outside(shared_ui, tiny_model_dir):
+    """The estimate measures the data's rows: never those of a file outside the workspace."""
+    demo, root, secret = shared_ui
+    on_targets = ui_handler(demo, "lora_tab", "on_targets")
+    st = UserState(config=RunConfig())
+    st.config.model.name_or_path = str(tiny_model_dir)
+    st.config.data.path = str(secret / "private.jsonl")
+    _, count = on_targets(st, ["q_proj", "v_proj"])
+    assert "Trainable parameters" in count
+    assert "longest rows" not in count and "max_seq_len" in count, count
+    write_jsonl(root / "data" / "uploads" / "mine.jsonl",
+                [{"instruction": "pin", "output": "1234"}])
+    st.config.data.path = "data/uploads/mine.jsonl"
+    _, count = on_targets(st, ["q_proj", "v_proj"])
+    assert "longest rows" in count, count
+
+
 def test_data_tab_reads_and_writes_only_inside(shared_ui):
     demo, root, secret = shared_ui
     on_load = ui_handler(demo, "data_tab", "on_load")

@@ -55,8 +55,13 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
                 structure = structure_from_config(st.config.model)
             except FinetuneError:
                 structure = None
+        config = st.config.copy()
+        try:  # the estimate reads the data's lengths: only from where this visitor may read
+            config.data.path = str(ui.workspace.check(config.data.path, "data.path"))
+        except FinetuneError:
+            config.data.path = ""
         try:
-            report = count_report(st.config, structure)
+            report = count_report(config, structure)
         except FinetuneError as exc:
             return f"⚠️ {friendly(exc, lang)}"
         pct = 100 * report.trainable / report.total if report.total else 0
