@@ -253,8 +253,8 @@ def _dequantise_fits(config: RunConfig, machine: Machine, base_params: int | Non
 
 def _model_params(config: RunConfig) -> int | None:
     try:
+        from .estimate import arch_base_params
         from .estimate.arch import load_arch
-        from .estimate.params import count_parameters
-        return count_parameters(load_arch(config.model.name_or_path), 1, "all-linear").base_total
+        return arch_base_params(load_arch(config.model.name_or_path))
     except Exception:  # any unreadable config: the plan simply keeps 4-bit
         return None
