@@ -78,6 +78,9 @@ def cmd_train(args) -> int:
         for step, loss in state.loss[printed_loss:] if not quiet else ():
             evals = [v for s, v in state.eval_loss if s == step]
             extra = f" eval_loss {evals[-1]:.4f}" if evals else ""
+            for name in ("reward_accuracy", "reward_margin"):
+                values = [v for s, v in state.preference.get(name, []) if s == step]
+                extra += f" {name} {values[-1]:.3f}" if values else ""
             print(f"step {step}/{state.total_steps} loss {loss:.4f}{extra} "
                   f"lr {state.learning_rate:.2e} tok/s {state.tokens_per_second:.0f} "
                   f"eta {_duration(state.eta_seconds)}", flush=True)

@@ -63,9 +63,11 @@ class ModelConfig:
 class DataConfig:
     path: str = _f("presets/data/quillmore_train.jsonl", help=(
         "Training data: .jsonl, .json, .csv or .parquet."))
-    format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt"), help=(
+    format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "preference",
+                                      "kto"), help=(
         "Row layout. alpaca = instruction/input/output; messages = OpenAI chat "
-        "[{role, content}]; sharegpt = conversations [{from, value}]. auto detects it."))
+        "[{role, content}]; sharegpt = conversations [{from, value}]; preference = "
+        "prompt/chosen/rejected (DPO, ORPO); kto = prompt/completion/label. auto detects it."))
     template: str = _f("model", choices=("model", "alpaca", "chatml", "custom"), help=(
         "How a row becomes text. model = the tokenizer's own chat template (best for "
         "instruct models); alpaca = '### Instruction/### Response'; chatml = "
@@ -120,6 +122,16 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = _f("runs/quickstart", help="Run folder: config, metrics, checkpoints, adapter.")
+    method: str = _f("sft", choices=("sft", "dpo", "orpo", "kto"), help=(
+        "sft = learn to give the answers (supervised); dpo / orpo = learn which of two "
+        "answers is better from prompt/chosen/rejected rows; kto = the same from answers "
+        "labelled good or bad. Preference methods use TRL's trainers."))
+    beta: float = _f(0.1, min=0.0, min_exclusive=True, max=100.0, help=(
+        "Preference methods: how far the tuned model may move from the reference (dpo, kto: "
+        "the KL weight; orpo: the weight of the odds-ratio term). 0.1 is typical."))
+    init_adapter: str = _f("", help=(
+        "Start from this run's adapter (a run folder or an adapter folder), e.g. an SFT run "
+        "before DPO. Its LoRA settings are used; the preference reference is that adapter."))
     epochs: float = _f(3.0, min=0.0, min_exclusive=True, max=1000.0, help=(
         "Passes over the training data. 1-5 is typical; small data may need more."))
     max_steps: int = _f(0, min=0, help="Stop after this many optimizer steps (0 = use epochs).")

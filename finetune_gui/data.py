@@ -23,7 +23,7 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 # Spreadsheets are ZIP (xlsx, ods) or OLE2 (xls) containers: recognise them under any name.
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 SAVE_AS_CSV = "save it as CSV UTF-8 (File > Save As > CSV) and load the .csv"
-FORMATS = ("alpaca", "messages", "sharegpt")
+FORMATS = ("alpaca", "messages", "sharegpt", "preference", "kto")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "bing": "assistant", "chatgpt": "assistant"}
 MAX_ERRORS_KEPT = 1000
@@ -43,6 +43,8 @@ class Example:
     system: str = ""
     where: str = ""  # e.g. "line 12": where the row came from, for messages and previews
     keywords: list[str] = field(default_factory=list)  # fact checks for evaluation
+    rejected: str | None = None  # preference rows: the answer not to give (the last turn's is chosen)
+    label: bool | None = None  # KTO rows: whether the last turn's answer is desirable
 
     def to_row(self) -> dict:
         """The example as a ``messages`` row (keywords kept), e.g. for the saved split."""
@@ -52,6 +54,11 @@ class Example:
             messages += [{"role": "user", "content": user},
                          {"role": "assistant", "content": turn.output}]
         row: dict = {"messages": messages}
+        if self.rejected is not None or self.label is not None:
+            answer = messages.pop()["content"]
+            row = {"prompt": messages}
+            row.update({"chosen": answer, "rejected": self.rejected} if self.rejected is not None
+                       else {"completion": answer, "label": self.label})
         if self.keywords:
             row["keywords"] = self.keywords
         if self.where:
@@ -205,6 +212,9 @@ def _plain(value: Any) -> Any:
 def detect_row_format(row: Any) -> str | None:
     if not isinstance(row, dict):
         return None
+    from .preference import detect_preference_format  # it reads rows into our Example
+    if (preference := detect_preference_format(row)) is not None:
+        return preference
     if "messages" in row:
         return "messages"
     if "conversations" in row:
@@ -218,6 +228,9 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
     """Convert one row or raise ``ValueError`` with the reason (the caller adds where)."""
     if not isinstance(row, dict):
         raise ValueError(f"expected an object with fields, got {type(row).__name__}")
+    if fmt in ("preference", "kto"):
+        from .preference import row_to_preference_example
+        return row_to_preference_example(row, fmt, where)
     if fmt == "alpaca":
         instruction = _text_field(row, "instruction")
         output = _text_field(row, "output")
@@ -306,7 +319,9 @@ def check_file(path: str | Path, fmt: str = "auto") -> DataReport:
             if rows and isinstance(rows[0][1], dict):
                 cols = ", ".join(map(str, rows[0][1].keys())) or "none"
                 raise DataError(f"{path}: cannot tell the format from its fields ({cols}); "
-                                "need instruction/output (alpaca), messages, or conversations")
+                                "need instruction/output (alpaca), messages, conversations, "
+                                "prompt/chosen/rejected (preference) or prompt/completion/label "
+                                "(kto)")
             fmt = "alpaca"
         else:
             fmt = found.most_common(1)[0][0]
@@ -330,7 +345,8 @@ def check_file(path: str | Path, fmt: str = "auto") -> DataReport:
             report.errors.append(RowError(where, str(exc)))
             continue
         key = json.dumps([example.system, [(t.instruction, t.input, t.output)
-                                           for t in example.turns]], ensure_ascii=False)
+                                           for t in example.turns], example.rejected,
+                          example.label], ensure_ascii=False)
         if key in seen:
             report.warnings.append(f"{where} duplicates {seen[key]}")
         else:

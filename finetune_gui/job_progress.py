@@ -18,6 +18,7 @@ from . import runs
 from .errors import FinetuneError
 from .faults import weights_finite
 from .hardware import process_memory
+from .preference_trainer import PREFERENCE_METRICS
 
 
 @dataclass
@@ -46,6 +47,8 @@ class JobState:
     output_dir: str = ""
     best_step: int | None = None       # with early stopping: the step whose adapter is kept
     best_eval_loss: float | None = None
+    # preference methods: reward accuracy, margin, chosen/rejected log-probs per step
+    preference: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -106,6 +109,13 @@ class ProgressCallback(TrainerCallback):
             if "eval_loss" in logs:
                 s.eval_loss.append((state.global_step, float(logs["eval_loss"])))
                 record["eval_loss"] = float(logs["eval_loss"])
+            for trl_name, name in PREFERENCE_METRICS.items():
+                if trl_name in logs and math.isfinite(logs[trl_name]):
+                    value = float(logs[trl_name])
+                    s.preference.setdefault(name, []).append((state.global_step, value))
+                    record[name] = value
+                if f"eval_{trl_name}" in logs and math.isfinite(logs[f"eval_{trl_name}"]):
+                    record[f"eval_{name}"] = float(logs[f"eval_{trl_name}"])
             if "learning_rate" in logs:
                 s.learning_rate = record["learning_rate"] = float(logs["learning_rate"])
             if state.num_input_tokens_seen:

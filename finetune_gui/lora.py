@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import peft
 import torch
 
@@ -67,3 +69,29 @@ def trainable_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters, counting 4-bit packed weights at their real size."""
     trainable, total = model.get_nb_trainable_parameters()
     return int(trainable), int(total)
+
+
+def adopt_init_adapter(config) -> Path | None:
+    """With ``train.init_adapter``: that run's adapter folder, after giving ``config`` its
+    LoRA settings (the weights must fit the same shapes). Refuses another base model."""
+    from .runs import find_run
+    if not config.train.init_adapter:
+        return None
+    paths, earlier = find_run(config.train.init_adapter)
+    if earlier.model.name_or_path != config.model.name_or_path:
+        raise ConfigError(f"train.init_adapter {config.train.init_adapter}: that adapter was "
+                          f"trained on {earlier.model.name_or_path!r}, this run uses "
+                          f"{config.model.name_or_path!r}")
+    config.lora = earlier.lora
+    return Path(paths.adapter)
+
+
+def load_adapter_weights(model, adapter_dir) -> None:
+    """Copy a saved adapter's weights into the freshly attached one (same LoRA settings)."""
+    from safetensors.torch import load_file
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    result = peft.set_peft_model_state_dict(model, weights)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"{adapter_dir}: its weights do not fit this run's adapter "
+                          f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected)")

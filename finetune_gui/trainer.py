@@ -99,14 +99,18 @@ def soft_cross_entropy(logits: torch.Tensor, inputs, soft: torch.Tensor) -> torc
 
 
 def training_arguments(config: RunConfig, checkpoints: Path, plan: ExecutionPlan, *,
-                       has_eval: bool) -> TrainingArguments:
+                       has_eval: bool, args_class=TrainingArguments, **extra
+                       ) -> TrainingArguments:
     """The Trainer's settings for a run. With early stopping (and held-out rows) the
     Trainer also keeps the best adapter: that needs a checkpoint at every evaluation (it
-    reloads the best one at the end), so saving then follows the evaluations."""
+    reloads the best one at the end), so saving then follows the evaluations.
+
+    ``args_class`` may be a subclass (TRL's configs) and ``extra`` its own settings, which
+    win over ours."""
     cfg = config.train
     eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
     keep_best = bool(cfg.early_stopping_patience and has_eval)
-    args = TrainingArguments(
+    settings = dict(
         output_dir=str(checkpoints), num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -130,6 +134,7 @@ def training_arguments(config: RunConfig, checkpoints: Path, plan: ExecutionPlan
         label_names=["labels"], save_only_model=False, prediction_loss_only=True,
         # Log a NaN/inf loss as it is (the default averages it away), so the guard sees it.
         logging_nan_inf_filter=False)
+    args = args_class(**{**settings, **extra})
     if plan.device == "cuda":
         _one_gpu_per_process(args)
     return args

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,8 +30,10 @@ from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
 from .hardware import BACKGROUND_NICENESS, lower_thread_priority
 from .job_progress import JobState, ProgressCallback
-from .lora import attach_lora, trainable_counts
+from .lora import adopt_init_adapter, attach_lora, load_adapter_weights, trainable_counts
 from .plan import ExecutionPlan, resolve_plan
+from .preference import examples_for_method, trainer_rows
+from .preference_trainer import build_preference_trainer
 from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer, best_checkpoint, training_arguments
 
@@ -57,6 +60,8 @@ class TrainingJob:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
         self._config_changes: list[str] = []   # what a resume changed, noted in the metrics
+        self._preference_rows: tuple[list[dict], list[dict]] = ([], [])  # dpo/orpo/kto rows
+        self.plan: ExecutionPlan | None = None  # resolved when the run starts
 
     # ---- public API ----------------------------------------------------------------------
     @property
@@ -133,7 +138,7 @@ class TrainingJob:
     def _recipe(self) -> None:
         """setup / train / save; the trainer (and the model it holds) is gone on return, so
         cleanup really frees the memory."""
-        trainer = self._setup()
+        trainer = self.setup()
         self._train(trainer)
         self._save(trainer)
 
@@ -174,14 +179,21 @@ class TrainingJob:
         return (f"disk full while writing to {self.paths.root}: {kept} (or choose a "
                 "train.output_dir on a disk with more room)")
 
-    def _setup(self):
-        """Load data and model, attach LoRA, build the Trainer."""
+    def setup(self):
+        """Load data and model, attach LoRA, build the Trainer (the recipe's first step;
+        public so that a test can inspect what would train)."""
         cfg = self.config
         spec = TemplateSpec.from_data_config(cfg.data)
         self._update(phase="reading data")
         split = load_examples(cfg.data, seed=cfg.train.seed)
+        method = cfg.train.method
+        split.train = examples_for_method(split.train, method, cfg.data.path, self._log)
         if not split.train:
             raise FinetuneError(f"{cfg.data.path}: no usable rows to train on")
+        init_adapter = adopt_init_adapter(cfg)
+        if init_adapter is not None:
+            self._log(f"starting from the adapter of {cfg.train.init_adapter} (its LoRA "
+                      f"settings: r {cfg.lora.r}, alpha {cfg.lora.alpha:g})")
         for warning in split.report.warnings[:20]:
             self._log(f"warning: {warning}")
         if cfg.train.early_stopping_patience and not split.validation:
@@ -204,7 +216,7 @@ class TrainingJob:
         self._resume_from = resume_from
 
         self._update(phase="loading model")
-        plan = self.plan
+        plan = self.plan = self.plan or resolve_plan(cfg)
         self._log(f"loading {cfg.model.name_or_path} ({cfg.model.quantization})")
         self._log(f"plan: {plan.summary()}")
         for note in plan.notes:
@@ -220,6 +232,30 @@ class TrainingJob:
         model, tokenizer = models.load_model(cfg.model, for_training=True, plan=plan)
         check_sequence_length(cfg.train.max_seq_len, model.config)
         spec.check(tokenizer)
+        self._update(phase="tokenising")
+        if method != "sft":
+            self._preference_rows = self._preference_data(split, spec, tokenizer)
+            train_ds, eval_ds, truncated, dropped = None, None, 0, 0
+        else:
+            train_ds, eval_ds, truncated, dropped = self._sft_data(split, spec, model, tokenizer)
+
+        speedups.before_lora(model, plan, self._log)
+        set_seed(cfg.train.seed)  # the LoRA init draws from the global generator: same run, same start
+        model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
+        if init_adapter is not None:
+            load_adapter_weights(model, init_adapter)
+        self._speedups = speedups.after_lora(model, plan, self._log)
+        trainable, total = trainable_counts(model)
+        self._log(f"trainable parameters: {trainable:,} of {total:,}")
+        examples = len(train_ds) if train_ds is not None else len(self._preference_rows[0])
+        self._update(trainable_params=trainable, total_params=total, examples=examples,
+                     truncated=truncated, dropped=dropped)
+        self._tokenizer = tokenizer
+        return self._build_trainer(model, tokenizer, train_ds, eval_ds, plan)
+
+    def _sft_data(self, split, spec, model, tokenizer):
+        """Token ids and labels of the training rows (plus replay) and the held-out rows."""
+        cfg = self.config
         replay, soft = self._replay(model, tokenizer, split.train)
         self._update(phase="tokenising")
         train_ds, truncated, dropped = tokenize_examples(
@@ -236,17 +272,27 @@ class TrainingJob:
             self._log(f"{truncated} examples were longer than max_seq_len and were cut")
         if dropped:
             self._log(f"{dropped} examples dropped: their answer starts after max_seq_len")
+        return train_ds, eval_ds, truncated, dropped
 
-        speedups.before_lora(model, plan, self._log)
-        set_seed(cfg.train.seed)  # the LoRA init draws from the global generator: same run, same start
-        model = attach_lora(model, cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing)
-        self._speedups = speedups.after_lora(model, plan, self._log)
-        trainable, total = trainable_counts(model)
-        self._log(f"trainable parameters: {trainable:,} of {total:,}")
-        self._update(trainable_params=trainable, total_params=total, examples=len(train_ds),
-                     truncated=truncated, dropped=dropped)
-        self._tokenizer = tokenizer
-        return self._build_trainer(model, tokenizer, train_ds, eval_ds, plan)
+    def _preference_data(self, split, spec, tokenizer) -> tuple[list[dict], list[dict]]:
+        """Training and held-out rows as TRL reads them; a pair that does not fit in
+        max_seq_len is a bad row, named by line (cutting it would compare half answers)."""
+        cfg = self.config
+        if cfg.data.replay_ratio:
+            self._log("data.replay_ratio is for sft: preference methods keep the base through "
+                      "their reference model, so replay is skipped")
+        rows, too_long = trainer_rows(split.train, cfg.train.method, spec, tokenizer,
+                                      cfg.train.max_seq_len)
+        held, held_long = trainer_rows(split.validation, cfg.train.method, spec, tokenizer,
+                                       cfg.train.max_seq_len)
+        if too_long or held_long:
+            where = too_long + held_long
+            raise FinetuneError(f"{cfg.data.path}: {len(where)} rows do not fit in "
+                                f"train.max_seq_len={cfg.train.max_seq_len} tokens with their "
+                                f"longer answer ({', '.join(where[:5])}"
+                                f"{', ...' if len(where) > 5 else ''}): raise max_seq_len or "
+                                "shorten them")
+        return rows, held
 
     def _replay(self, model, tokenizer, train) -> tuple[list, list]:
         """The base model's own answers to general questions (data.replay_ratio) and its
@@ -276,8 +322,11 @@ class TrainingJob:
             heldout.unlink(missing_ok=True)
 
     def _build_trainer(self, model, tokenizer, train_ds, eval_ds, plan: ExecutionPlan):
-        args = training_arguments(self.config, self.paths.checkpoints, plan,
-                                  has_eval=eval_ds is not None)
+        preference = self.config.train.method != "sft"
+        has_eval = bool(self._preference_rows[1]) if preference else eval_ds is not None
+        make_args = partial(training_arguments, self.config, self.paths.checkpoints, plan,
+                            has_eval=has_eval)
+        args = make_args()
         progress = ProgressCallback(self._state, self._lock, self._stop, self.paths,
                                     started=self._t0, write_metrics=is_main_process())
         progress.on_record = self._write_state  # state.json follows the steps
@@ -288,11 +337,18 @@ class TrainingJob:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
             self._log(f"early stopping: after {patience} evaluations without a lower eval "
                       "loss; the best adapter is kept")
-        trainer = ResponseOnlyTrainer(
-            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-            data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-            callbacks=callbacks, answer_head="answer_head" in self._speedups,
-            cpu_kernels="cpu_kernels" in self._speedups)
+        if preference:
+            self._update(phase="reference log-probabilities")
+            trainer = build_preference_trainer(
+                self.config.train.method, self.config, model, tokenizer,
+                *self._preference_rows, make_args, callbacks,
+                from_adapter=bool(self.config.train.init_adapter))
+        else:
+            trainer = ResponseOnlyTrainer(
+                model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                callbacks=callbacks, answer_head="answer_head" in self._speedups,
+                cpu_kernels="cpu_kernels" in self._speedups)
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 

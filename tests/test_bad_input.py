@@ -93,7 +93,8 @@ DATA_CASES = [
      None),
     ("csv-wrong-columns", "d.csv", b"question,answer\nq,a\n",
      "{p}: cannot tell the format from its fields (question, answer); need instruction/output "
-     "(alpaca), messages, or conversations", ""),
+     "(alpaca), messages, conversations, prompt/chosen/rejected (preference) or "
+     "prompt/completion/label (kto)", ""),
     ("empty-file", "d.jsonl", b"", "{p}: the file is empty", None),
 ]
 

@@ -51,7 +51,7 @@ def test_a_second_visitor_watches_but_cannot_stop_or_take_the_settings(shared):
 
     bob = _page(demo, username="bob")
     assert bob.config.data.system_prompt == "", "a new page never gets another's settings"
-    progress, stats, _, _, start, stop, resume = ui_handler(demo, "train_tab", "poll")(bob)
+    progress, stats, *_, start, stop, resume = ui_handler(demo, "train_tab", "poll")(bob)
     assert 'data-status="running"' in progress, "bob sees the job"
     assert stats.startswith("🔒 This training job was started by another visitor")
     assert stop["interactive"] is False
@@ -62,7 +62,7 @@ def test_a_second_visitor_watches_but_cannot_stop_or_take_the_settings(shared):
 
     again = _page(demo, username="ann")              # ann reloads her page
     assert again.config.data.system_prompt == "ann's secret system prompt"
-    _, _, _, _, _, stop, _ = ui_handler(demo, "train_tab", "poll")(again)
+    *_, stop, _ = ui_handler(demo, "train_tab", "poll")(again)
     assert stop["interactive"] is True
     ui_handler(demo, "train_tab", "on_stop")(again)
     assert registry.current.stopped and not registry.busy()

@@ -250,7 +250,7 @@ def test_start_button_reports_a_busy_server_as_a_message(tmp_path, codes_data):
     on_start = _handler(demo, "on_start")
     nones = [None] * len(demo.ui.fields)
     outputs = on_start(st, *nones)
-    assert registry.busy() and len(outputs) == 7
+    assert registry.busy() and len(outputs) == 10  # one per Train tab output
     other = UserState(config=RunConfig())
     other.config.train.output_dir = str(tmp_path / "runs" / "b")
     with pytest.raises(gr.Error) as exc:

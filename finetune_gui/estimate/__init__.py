@@ -96,9 +96,13 @@ def plan_and_setup(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | 
     quantization = "none" if plan.dequantise_4bit else config.model.quantization
     weight = DTYPE_BYTES.get(plan.base_dtype, DTYPE_BYTES.get(plan.compute_dtype, 2))
     shape = data_shape(config)
+    # DPO and ORPO run the chosen and the rejected answers of each pair as one batch (the
+    # reference log-probs are computed once before training)
+    paired = 2 if t.method in ("dpo", "orpo") else 1
     return plan, Setup(device=plan.device, quantization=quantization, double_quant=True,
                  weight_bytes=weight, precision=plan.precision, optimizer=plan.optimizer,
-                 batch_size=t.batch_size, seq_len=shape.longest if shape else t.max_seq_len,
+                 batch_size=t.batch_size * paired,
+                 seq_len=shape.longest if shape else t.max_seq_len,
                  gradient_checkpointing=t.gradient_checkpointing,
                  attn_implementation=plan.attention, lora_dropout=lc.dropout,
                  lora_r=lc.r, use_dora=lc.use_dora, adapted_layers=lc.last_layers,

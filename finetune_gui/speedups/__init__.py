@@ -54,6 +54,8 @@ def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: lis
         if name == "liger" and on and not machine.has_liger:
             notes.append("Liger kernels skipped: liger-kernel is not installed")
             on = False
+        if name == "answer_head" and config.train.method != "sft":
+            on = False  # TRL's preference trainers project their own head (in chunks)
         if name == "fused_lora" and on and base_dtype in ("nf4", "int8"):
             on = False  # quantised base layers: peft's own forward (fused_lora.py)
         if on:

@@ -77,6 +77,10 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             preview = gr.HighlightedText(show_legend=True, color_map=color_map(ui.lang),
                                          label=ui.t("data.preview_label"), elem_id="data-preview")
             ui.text(preview, label="data.preview_label", color_map=color_map)
+            rejected = gr.HighlightedText(show_legend=False, color_map=color_map(ui.lang),
+                                          label=ui.t("data.rejected_label"), visible=False,
+                                          elem_id="data-preview-rejected")
+            ui.text(rejected, label="data.rejected_label", color_map=color_map)
             stats = gr.Markdown(elem_id="data-stats")
         with gr.Column(scale=2):
             hist = gr.BarPlot(x="tokens", y="rows", color="part", label=ui.t("data.hist"),
@@ -85,14 +89,15 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             ui.text(hist, label="data.hist")
 
     editor = [number, instruction, extra, output, raw]
-    views = [summary, table, errors, *editor, preview, stats, hist]
+    views = [summary, table, errors, *editor, preview, rejected, stats, hist]
 
     def render(st: UserState, *, with_table: bool = True) -> list:
         """Every view of the rows, recomputed from the session's rows and config."""
         lang = st.lang
         if not st.rows:
             empty = [t("data.none", lang), pd.DataFrame(), pd.DataFrame()]
-            return empty + [gr.skip()] * len(editor) + [[], "", gr.skip()]
+            return empty + [gr.skip()] * len(editor) + [[], gr.update(visible=False), "",
+                                                        gr.skip()]
         st.selected_row = min(max(1, st.selected_row), len(st.rows))
         row = st.rows[st.selected_row - 1]
         try:
@@ -113,10 +118,10 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         head = summary_text(st, report, fatal)
         table_value = dv.rows_to_frame(st.rows) if with_table else gr.skip()
         if report is None:
-            return [head, table_value, pd.DataFrame(), *editor_values, [], fatal, gr.skip()]
-        preview_value, stats_text, hist_value = preview_and_stats(st, report)
+            return [head, table_value, pd.DataFrame(), *editor_values, [],
+                    gr.update(visible=False), fatal, gr.skip()]
         return [head, table_value, dv.error_table(report), *editor_values,
-                preview_value, stats_text, hist_value]
+                *preview_and_stats(st, report)]
 
     @guarded
     def on_load(st: UserState, typed: str | None):
@@ -276,17 +281,18 @@ def summary_text(st: UserState, report, fatal: str) -> str:
 
 
 def preview_and_stats(st: UserState, report):
-    """HighlightedText value, statistics Markdown and histogram for the current rows."""
+    """HighlightedText values (the row; a preference row's rejected answer beside it),
+    statistics Markdown and histogram for the current rows."""
     lang = st.lang
     try:
         spec = TemplateSpec.from_data_config(st.config.data)
         tokenizer = st.tokenizer_for_config()
         spec.check(tokenizer)
     except FinetuneError as exc:
-        return [], f"⚠️ {exc}", gr.skip()
+        return [], gr.update(visible=False), f"⚠️ {exc}", gr.skip()
     max_len = st.config.train.max_seq_len
     example = dv.example_for_row(report, st.selected_row)
-    lines = []
+    lines, rejected_spans = [], None
     if example is None:
         bad = [e.reason for e in report.errors if dv.row_number(e.where) == st.selected_row]
         spans = [(t("data.row_invalid", lang, n=st.selected_row, reason=bad[0] if bad else "?"),
@@ -296,6 +302,12 @@ def preview_and_stats(st: UserState, report):
         one = dv.token_stats([example], spec, tokenizer, max_len)
         lines.append(t("data.row_tokens", lang, n=st.selected_row, total=one.lengths[0],
                        trained=one.trained))
+        if example.rejected is not None:
+            other = dv.rejected_side(example)
+            rejected_spans = dv.preview_spans(other, spec, tokenizer, max_len, kind_labels(lang))
+            two = dv.token_stats([other], spec, tokenizer, max_len)
+            lines.append(t("data.rejected_tokens", lang, total=two.lengths[0],
+                           trained=two.trained))
     stats = dv.token_stats(report.examples, spec, tokenizer, max_len)
     lines.append(t("data.all_tokens", lang, rows=stats.rows, mean=f"{stats.mean:.0f}",
                    longest=stats.longest, trained=f"{stats.trained:,}"))
@@ -305,4 +317,6 @@ def preview_and_stats(st: UserState, report):
         lines.append(t("data.limited", lang, n=dv.STATS_ROW_LIMIT))
     frame = dv.histogram(stats.lengths, max_len)
     hist = gr.update(value=frame, sort=list(frame["tokens"]))
-    return spans, "\n\n".join(lines), hist
+    shown = gr.update(value=rejected_spans, visible=True) if rejected_spans is not None \
+        else gr.update(visible=False)
+    return spans, shown, "\n\n".join(lines), hist

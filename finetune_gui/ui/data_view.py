@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import DataReport, check_file, read_rows, save_rows
+from ..data import DataReport, Example, Turn, check_file, read_rows, save_rows
 from ..errors import DataError
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, segments, token_spans
 
@@ -111,6 +111,10 @@ def new_row(rows: list[dict], fmt: str) -> dict:
         return {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
     if fmt == "sharegpt":
         return {"conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": ""}]}
+    if fmt == "preference":
+        return {"prompt": "", "chosen": "", "rejected": ""}
+    if fmt == "kto":
+        return {"prompt": "", "completion": "", "label": True}
     return {"instruction": "", "input": "", "output": ""}
 
 
@@ -147,6 +151,13 @@ def example_for_row(report: DataReport, number: int):
         if row_number(example.where) == number:
             return example
     return None
+
+
+def rejected_side(example: Example) -> Example:
+    """A preference row with its rejected answer in place of the chosen one."""
+    last = example.turns[-1]
+    return Example(example.turns[:-1] + [Turn(last.instruction, last.input, example.rejected)],
+                   system=example.system, where=example.where)
 
 
 def preview_spans(example, spec: TemplateSpec, tokenizer, max_len: int,

@@ -32,6 +32,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
+                ui.field("train.method")
+                ui.field("train.beta", "number")
+                ui.field("train.init_adapter", "text")
+            with gr.Row():
                 ui.field("train.epochs", "number")
                 ui.field("train.max_steps", "number")
                 ui.field("train.learning_rate", "number")
@@ -77,6 +81,15 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                                color_map={"train": "#3b82f6", "eval": "#f97316"},
                                elem_id="train-plot")
             ui.text(plot, label="train.plot")
+            with gr.Row(visible=False) as preference_row:
+                rewards = gr.LinePlot(empty_plot(), x="step", y="value", color="series",
+                                      label=ui.t("train.preference_plot"), height=220,
+                                      elem_id="train-rewards")
+                logps = gr.LinePlot(empty_plot(), x="step", y="value", color="series",
+                                    label=ui.t("train.logp_plot"), height=220,
+                                    elem_id="train-logps")
+            ui.text(rewards, label="train.preference_plot")
+            ui.text(logps, label="train.logp_plot")
             logs = gr.Textbox(label=ui.t("train.log"), lines=10, max_lines=10, autoscroll=True,
                               interactive=False, elem_id="train-log")
             ui.text(logs, label="train.log")
@@ -126,7 +139,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         buttons = [gr.update(interactive=not active), gr.update(interactive=active and mine),
                    gr.update(interactive=not active)]
         if s is None:
-            return [gr.skip(), gr.skip(), gr.skip(), gr.skip(), *buttons]
+            return [gr.skip()] * 7 + buttons
         if s.status in ("finished", "stopped"):
             registry.note_finished(s.output_dir)
         if s.status != st.drawn_status:
@@ -134,18 +147,22 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 gr.Warning(s.message)
             st.drawn_status = s.status
         points = len(s.loss) + len(s.eval_loss)
-        plot_value = gr.skip()
+        plot_value = reward_value = logp_value = shown = gr.skip()
         if points != st.drawn_points:
             plot_value, st.drawn_points = loss_frame(s), points
+            reward_value = preference_frame(s, ("reward_accuracy", "reward_margin"))
+            logp_value = preference_frame(s, ("logp_chosen", "logp_rejected"))
+            shown = gr.update(visible=bool(s.preference))
         log_value = gr.skip()
         if len(s.log) != st.drawn_log:
             log_value, st.drawn_log = "\n".join(s.log[-200:]), len(s.log)
         stats = stats_markdown(s, lang)
         if not mine:
             stats = f"🔒 {t('train.not_yours', lang)}\n\n{stats}"
-        return [progress_html(s, lang), stats, plot_value, log_value, *buttons]
+        return [progress_html(s, lang), stats, plot_value, reward_value, logp_value, shown,
+                log_value, *buttons]
 
-    outputs = [progress, stats, plot, logs, start, stop, resume]
+    outputs = [progress, stats, plot, rewards, logps, preference_row, logs, start, stop, resume]
     def wire_buttons():
         """Called once every tab is built: Start/Resume send every field's value."""
         keys[:] = list(ui.fields)
@@ -179,6 +196,16 @@ def loss_frame(s: JobState) -> pd.DataFrame:
     if not rows:
         return empty_plot()
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def preference_frame(s: JobState, names: tuple[str, ...]) -> pd.DataFrame:
+    """Preference curves (reward accuracy and margin, or the two log-probabilities)."""
+    rows = [(step, value, name.replace("_", " ")) for name in names
+            for step, value in s.preference.get(name, [])]
+    if not rows:
+        return pd.DataFrame({"step": pd.Series(dtype=int), "value": pd.Series(dtype=float),
+                             "series": pd.Series(dtype=str)})
+    return pd.DataFrame(rows, columns=["step", "value", "series"])
 
 
 def duration(seconds: float | None) -> str:

@@ -24,7 +24,8 @@ from ..runs import find_run
 UPLOADS = Path("data") / "uploads"
 MAX_NAME_BYTES = 255   # one folder or file name, on every common file system
 # Config keys whose values are paths the browser user chooses.
-PATH_KEYS = ("data.path", "data.val_path", "data.eval_path", "train.output_dir")
+PATH_KEYS = ("data.path", "data.val_path", "data.eval_path", "train.output_dir",
+             "train.init_adapter")
 
 
 class PathNotAllowed(FinetuneError):
