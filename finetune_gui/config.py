@@ -129,6 +129,10 @@ class TrainConfig:
     beta: float = _f(0.1, min=0.0, min_exclusive=True, max=100.0, help=(
         "Preference methods: how far the tuned model may move from the reference (dpo, kto: "
         "the KL weight; orpo: the weight of the odds-ratio term). 0.1 is typical."))
+    sft_weight: float = _f(0.0, min=0.0, max=100.0, help=(
+        "dpo: also learn the chosen answers themselves, with this weight (the RPO recipe; "
+        "1 is typical). Keeps the chosen answers likely, where plain DPO can lower both "
+        "answers and let the model degenerate. 0 = plain DPO."))
     init_adapter: str = _f("", help=(
         "Start from this run's adapter (a run folder or an adapter folder), e.g. an SFT run "
         "before DPO. Its LoRA settings are used; the preference reference is that adapter."))

@@ -51,14 +51,17 @@ def build_preference_trainer(method: str, config, model, tokenizer, train_rows: 
     # (grouping by length reads an input_ids column that TRL's pairs do not have)
     extra = dict(beta=cfg.beta, max_length=cfg.max_seq_len, disable_dropout=False,
                  remove_unused_columns=False, label_names=[], train_sampling_strategy="random")
+    # The reference's log-probs never change: over more than one pass through the data, one
+    # no-grad pass before training is cheaper than a reference forward at every step
+    precompute = _passes(cfg, len(train_rows)) > 1
     if method == "dpo":
         from trl import DPOConfig as args_class, DPOTrainer as trainer_class
-        # the reference's log-probs never change: one pass before training instead of a
-        # reference forward at every step of every epoch
-        extra["precompute_ref_log_probs"] = True
+        extra["precompute_ref_log_probs"] = precompute
+        if cfg.sft_weight:
+            extra.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.sft_weight])
     elif method == "kto":
         from trl import KTOConfig as args_class, KTOTrainer as trainer_class
-        extra["precompute_ref_log_probs"] = True
+        extra["precompute_ref_log_probs"] = precompute
         # KTO's KL term pairs each row with its neighbour in a fixed-order batch: TRL reads
         # the rows in order, so they are shuffled once here (seeded: resumable)
         extra["train_sampling_strategy"] = "sequential"
@@ -79,6 +82,13 @@ def build_preference_trainer(method: str, config, model, tokenizer, train_rows: 
     if not from_adapter:
         _reference_is_adapter_off(trainer.model)
     return trainer
+
+
+def _passes(train, rows: int) -> float:
+    """How many times the run goes through its rows (max_steps, if set, wins)."""
+    if not train.max_steps:
+        return train.epochs
+    return train.max_steps * train.batch_size * train.grad_accum / max(rows, 1)
 
 
 def _reference_is_adapter_off(model) -> None:

@@ -34,6 +34,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             with gr.Row():
                 ui.field("train.method")
                 ui.field("train.beta", "number")
+                ui.field("train.sft_weight", "number")
                 ui.field("train.init_adapter", "text")
             with gr.Row():
                 ui.field("train.epochs", "number")
