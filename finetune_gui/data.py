@@ -46,6 +46,12 @@ class Example:
     rejected: str | None = None  # preference rows: the answer not to give (the last turn's is chosen)
     label: bool | None = None  # KTO rows: whether the last turn's answer is desirable
 
+    def with_answer(self, text: str, **changes) -> "Example":
+        """The same conversation with ``text`` as the last answer (e.g. a pair's other side)."""
+        last = self.turns[-1]
+        fields = dict(system=self.system, where=self.where) | changes
+        return Example(self.turns[:-1] + [Turn(last.instruction, last.input, text)], **fields)
+
     def to_row(self) -> dict:
         """The example as a ``messages`` row (keywords kept), e.g. for the saved split."""
         messages = [{"role": "system", "content": self.system}] if self.system else []
@@ -254,12 +260,24 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
             raise ValueError(f"field '{key}' is text that is not a JSON list") from None
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"field '{key}' must be a non-empty list of messages")
+    system, turns, _ = walk_messages(messages, key, role_key, content_key,
+                                     roles=SHAREGPT_ROLES if fmt == "sharegpt" else None)
+    if not turns:
+        raise ValueError(f"'{key}' has no assistant answer to learn from")
+    return Example(turns, system=system, where=where, keywords=row_keywords(row))
+
+
+def walk_messages(messages: list, key: str, role_key: str = "role",
+                  content_key: str = "content", roles: dict | None = None
+                  ) -> tuple[str, list[Turn], str | None]:
+    """(system text, answered turns, a last user message still unanswered) of a message
+    list, or ``ValueError`` naming the message. ``roles`` maps other role names (ShareGPT's)."""
     system, turns, pending = "", [], None
     for i, msg in enumerate(messages, start=1):
         if not isinstance(msg, dict):
             raise ValueError(f"{key}[{i}] must be an object")
         raw_role = msg.get(role_key)
-        role = SHAREGPT_ROLES.get(str(raw_role).lower()) if fmt == "sharegpt" else raw_role
+        role = roles.get(str(raw_role).lower()) if roles is not None else raw_role
         if role not in ("system", "user", "assistant"):
             raise ValueError(f"{key}[{i}]: unknown {role_key} {raw_role!r} "
                              "(expected system, user or assistant)")
@@ -279,9 +297,7 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
                 raise ValueError(f"{key}[{i}]: assistant message without a user message before it")
             turns.append(Turn(pending, "", content))
             pending = None
-    if not turns:
-        raise ValueError(f"'{key}' has no assistant answer to learn from")
-    return Example(turns, system=system, where=where, keywords=row_keywords(row))
+    return system, turns, pending
 
 
 def row_keywords(row: dict) -> list[str]:

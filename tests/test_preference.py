@@ -7,11 +7,6 @@ dozen steps; TRL's DPO loss is recomputed by hand from the model's own log-proba
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +15,9 @@ import torch.nn.functional as F
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
-from conftest import ROOT, write_jsonl
+from conftest import kill_9_then_resume, write_jsonl
 from finetune_gui.data import check_file
-from finetune_gui.runs import RunPaths, read_metrics, read_state
+from finetune_gui.runs import RunPaths, read_metrics
 from finetune_gui.training import TrainingJob
 
 pytest.importorskip("trl")
@@ -174,31 +169,7 @@ def test_dpo_needs_pairs_and_says_so(tiny_config):
 
 
 def test_kill_9_then_resume_continues_a_dpo_run(dpo_config, tmp_path):
-    dpo_config.train.max_steps = 24
-    dpo_config.train.save_steps = 3
-    config = tmp_path / "run.yaml"
-    dpo_config.save(config)
-    paths = RunPaths(Path(dpo_config.train.output_dir))
-    command = [sys.executable, "-m", "finetune_gui", "train", str(config)]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 180
-        while paths.latest_checkpoint() is None and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "training ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    killed_at = paths.latest_checkpoint()
-    assert killed_at is not None and read_state(paths)["status"] == "running"
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming from {killed_at.name}" in resumed.stdout
-    steps = [r["step"] for r in read_metrics(paths) if "loss" in r]
-    assert steps == list(range(1, 25)), "one point per step, no gap and no duplicate"
-    assert read_state(paths)["status"] == "finished"
+    paths, _, _ = kill_9_then_resume(dpo_config, tmp_path)
     assert [r for r in read_metrics(paths) if "reward_margin" in r]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import DataReport, Example, Turn, check_file, read_rows, save_rows
+from ..data import DataReport, Example, check_file, read_rows, save_rows
 from ..errors import DataError
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, segments, token_spans
 
@@ -155,9 +155,7 @@ def example_for_row(report: DataReport, number: int):
 
 def rejected_side(example: Example) -> Example:
     """A preference row with its rejected answer in place of the chosen one."""
-    last = example.turns[-1]
-    return Example(example.turns[:-1] + [Turn(last.instruction, last.input, example.rejected)],
-                   system=example.system, where=example.where)
+    return example.with_answer(example.rejected)
 
 
 def preview_spans(example, spec: TemplateSpec, tokenizer, max_len: int,
