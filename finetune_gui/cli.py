@@ -169,7 +169,7 @@ def cmd_evaluate(args) -> int:
 def cmd_preview(args) -> int:
     from . import models
     from .data import load_examples
-    from .templates import TemplateSpec, segments, token_spans
+    from .templates import TemplateSpec, example_spans
     config = _load_config(args)
     spec = TemplateSpec.from_data_config(config.data)
     split = load_examples(config.data, seed=config.train.seed)
@@ -179,7 +179,7 @@ def cmd_preview(args) -> int:
     print(f"{len(split.train)} training rows, {len(split.validation)} validation rows; "
           f"template {spec.name}; «…» = masked (no loss), ⟦…⟧ = cut by max_seq_len={max_len}")
     for example in split.train[: args.n]:
-        spans = token_spans(segments(example, spec, tokenizer), tokenizer, max_len)
+        spans = example_spans(example, spec, tokenizer, max_len)
         out, current = [], None
         for text, kind in spans:
             if kind != current:
@@ -197,16 +197,40 @@ def cmd_preview(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .data import check_file
-    report = check_file(args.data_file, args.format)
+    from .data import MAX_ERRORS_KEPT, check_file
+    report = check_file(args.data_file, args.format, keep_examples=False,
+                        progress=_progress_bar(f"checking {args.data_file}"))
     print(f"{args.data_file}: format {report.format}, {report.rows_total} rows, "
-          f"{len(report.examples)} good, {len(report.errors)} bad, "
-          f"{len(report.warnings)} warnings")
+          f"{report.good_rows} good, {report.bad_rows} bad, "
+          f"{report.duplicates} duplicates")
     for error in report.errors:
         print(f"error: {error}")
+    if report.bad_rows > len(report.errors):
+        print(f"(only the first {MAX_ERRORS_KEPT} problems are listed)")
     for warning in report.warnings:
         print(f"warning: {warning}")
+    if report.duplicates > len(report.warnings):
+        print(f"(only the first {MAX_ERRORS_KEPT} duplicates are listed)")
     return 1 if report.errors else 0
+
+
+def _progress_bar(label: str):
+    """A one-line progress bar on stderr (a terminal only), at most a few redraws a second."""
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.25 and done < total:
+            return
+        last[0] = now
+        share = done / total if total else 1.0
+        bar = "#" * int(share * 30)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{label} [{bar:<30}] {share:4.0%} of {total / 1e6:,.0f} MB{end}")
+        sys.stderr.flush()
+    return show
 
 
 def cmd_estimate(args) -> int:

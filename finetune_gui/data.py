@@ -6,6 +6,8 @@ the templates turn into text. Nothing here trains or tokenises.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import random
 import shutil
@@ -16,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import DataConfig, atomic_write_text
+from .data_files import Progress, RowError, iter_rows
 from .errors import DataError
 
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
-# Spreadsheets are ZIP (xlsx, ods) or OLE2 (xls) containers: recognise them under any name.
-SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
-SAVE_AS_CSV = "save it as CSV UTF-8 (File > Save As > CSV) and load the .csv"
-FORMATS = ("alpaca", "messages", "sharegpt", "preference", "kto")
+FORMATS = ("alpaca", "messages", "sharegpt", "preference", "kto", "text")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "bing": "assistant", "chatgpt": "assistant"}
 MAX_ERRORS_KEPT = 1000
@@ -45,6 +43,7 @@ class Example:
     keywords: list[str] = field(default_factory=list)  # fact checks for evaluation
     rejected: str | None = None  # preference rows: the answer not to give (the last turn's is chosen)
     label: bool | None = None  # KTO rows: whether the last turn's answer is desirable
+    text: str | None = None  # raw text (a document): no turns, every token trained
 
     def with_answer(self, text: str, **changes) -> "Example":
         """The same conversation with ``text`` as the last answer (e.g. a pair's other side)."""
@@ -54,6 +53,8 @@ class Example:
 
     def to_row(self) -> dict:
         """The example as a ``messages`` row (keywords kept), e.g. for the saved split."""
+        if self.text is not None:
+            return {"text": self.text} | ({"source": self.where} if self.where else {})
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for turn in self.turns:
             user = f"{turn.instruction}\n\n{turn.input}" if turn.input else turn.instruction
@@ -73,144 +74,25 @@ class Example:
 
 
 @dataclass
-class RowError:
-    where: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
-
-
-@dataclass
 class DataReport:
     """Everything a check of one file found: good examples, bad rows, warnings."""
     path: str
     format: str
     rows_total: int
     examples: list[Example] = field(default_factory=list)
-    errors: list[RowError] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)  # the first MAX_ERRORS_KEPT
     warnings: list[str] = field(default_factory=list)
+    good_rows: int = 0  # counted whether or not the examples are kept
+    bad_rows: int = 0   # counted beyond the errors kept
+    duplicates: int = 0
 
     def raise_if_bad(self) -> None:
         if not self.errors:
             return
-        more = len(self.errors) - 1
+        more = max(self.bad_rows, len(self.errors)) - 1
         tail = f" (and {more} more bad rows: run 'python -m finetune_gui validate {self.path}')" \
             if more else ""
         raise DataError(f"{self.path} {self.errors[0]}{tail}")
-
-
-# ---- reading raw rows -----------------------------------------------------------------
-
-def read_rows(path: str | Path) -> tuple[list[tuple[str, Any]], list[RowError]]:
-    """Raw rows with their place in the file (``"line 3"``), and rows that could not be read."""
-    p = Path(path)
-    if not str(path).strip():
-        raise DataError("no data file given (data.path is empty)")
-    if not p.exists():
-        raise DataError(f"{p}: data file not found")
-    if p.is_dir():
-        raise DataError(f"{p}: is a folder, not a data file")
-    suffix = p.suffix.lower()
-    if suffix in SPREADSHEET_SUFFIXES:
-        raise DataError(f"{p}: is a spreadsheet, not a data file: {SAVE_AS_CSV}")
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DataError(f"{p}: unsupported file type '{suffix or '(none)'}' — use "
-                        f"{', '.join(SUPPORTED_SUFFIXES)}")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: the file is empty")
-    if suffix == ".parquet":
-        return _read_table(p, "parquet"), []
-    raw = p.read_bytes()
-    if raw.startswith(SPREADSHEET_MAGIC):
-        raise DataError(f"{p}: is a spreadsheet or ZIP archive renamed to {suffix}, not "
-                        f"{suffix[1:].upper()} text: {SAVE_AS_CSV}")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{p}: is UTF-16 text: save it again as UTF-8")
-    if suffix != ".csv" and b"\x00" in raw[:8192]:
-        raise DataError(f"{p}: looks like a binary file, not {suffix[1:].upper()} text")
-    if suffix == ".csv":
-        return _read_table(p, "csv"), []
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    if suffix == ".json":
-        return _read_json(p, raw)
-    return _read_jsonl(raw)
-
-
-def _read_jsonl(raw: bytes) -> tuple[list[tuple[str, Any]], list[RowError]]:
-    rows, errors = [], []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            errors.append(RowError(where, f"not UTF-8 text (byte {exc.start + 1})"))
-            continue
-        try:
-            rows.append((where, json.loads(text)))
-        except json.JSONDecodeError as exc:
-            errors.append(RowError(where, f"invalid JSON: {exc.msg} (column {exc.colno})"))
-    return rows, errors
-
-
-def _read_json(path: Path, raw: bytes) -> tuple[list[tuple[str, Any]], list[RowError]]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if "Extra data" in exc.msg and text.lstrip().startswith("{"):
-            return _read_jsonl(raw)  # JSON Lines saved as .json
-        raise DataError(f"{path} line {exc.lineno}: invalid JSON: {exc.msg} "
-                        f"(column {exc.colno})") from None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise DataError(f"{path}: expected a JSON list of rows (or an object holding one list)")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
-    return [(f"item {i}", row) for i, row in enumerate(data, start=1)], []
-
-
-def _read_table(path: Path, kind: str) -> list[tuple[str, Any]]:
-    import pandas as pd
-    try:
-        if kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-        else:
-            frame = pd.read_parquet(path)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except Exception as exc:  # pandas/pyarrow raise many parser types; all mean "unreadable"
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = reason.replace(f" '{path}'", "").replace(str(path), "the file")
-        if len(reason) > 200:
-            reason = reason[:199].rsplit(" ", 1)[0] + "…"
-        raise DataError(f"{path}: cannot read {kind.upper()}: {reason}") from None
-    offset = 2 if kind == "csv" else 1  # CSV: header is line 1
-    label = "line" if kind == "csv" else "row"
-    rows = []
-    for i, record in enumerate(frame.to_dict(orient="records")):
-        rows.append((f"{label} {i + offset}", {k: _plain(v) for k, v in record.items()}))
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """Turn numpy/pyarrow values from a table into plain Python."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 # ---- formats ----------------------------------------------------------------------------
@@ -227,6 +109,8 @@ def detect_row_format(row: Any) -> str | None:
         return "sharegpt"
     if "instruction" in row or "output" in row:
         return "alpaca"
+    if "text" in row:
+        return "text"
     return None
 
 
@@ -237,6 +121,8 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
     if fmt in ("preference", "kto"):
         from .preference import row_to_preference_example
         return row_to_preference_example(row, fmt, where)
+    if fmt == "text":
+        return Example([], where=where, text=_text_field(row, "text"))
     if fmt == "alpaca":
         instruction = _text_field(row, "instruction")
         output = _text_field(row, "output")
@@ -324,53 +210,96 @@ def _text_field(row: dict, name: str) -> str:
     return value
 
 
-def check_file(path: str | Path, fmt: str = "auto") -> DataReport:
-    """Read and check every row; never raises for bad rows, only for unreadable files."""
-    rows, errors = read_rows(path)
-    if not rows and not errors:
+FORMAT_SNIFF_ROWS = 1000  # the rows that decide a file's format when it is "auto"
+
+
+def check_file(path: str | Path, fmt: str = "auto", *, keep_examples: bool = True,
+               progress: Progress | None = None) -> DataReport:
+    """Read and check every row; never raises for bad rows, only for unreadable files.
+
+    Rows are checked as they are read, so with ``keep_examples=False`` (``validate``) a
+    JSON Lines file of any size is checked in flat memory: only the count of good rows,
+    the first ``MAX_ERRORS_KEPT`` problems and an 8-byte hash per row (for duplicates)
+    are kept."""
+    from .documents import is_document_source, read_documents  # raw text: its own reader
+    if str(path).strip() and is_document_source(path):
+        if fmt not in ("auto", "text"):
+            raise DataError(f"{path}: is raw text (a .txt/.md file or a folder): set "
+                            f"data.format to auto or text, not {fmt}")
+        return read_documents(path)
+    rows = iter_rows(path, progress)
+    first = [item for _, item in zip(range(FORMAT_SNIFF_ROWS), rows)]
+    if not first:
         raise DataError(f"{path}: the file has no rows")
     if fmt == "auto":
-        found = Counter(f for _, r in rows if (f := detect_row_format(r)))
-        if not found:
-            if rows and isinstance(rows[0][1], dict):
-                cols = ", ".join(map(str, rows[0][1].keys())) or "none"
-                raise DataError(f"{path}: cannot tell the format from its fields ({cols}); "
-                                "need instruction/output (alpaca), messages, conversations, "
-                                "prompt/chosen/rejected (preference) or prompt/completion/label "
-                                "(kto)")
-            fmt = "alpaca"
-        else:
-            fmt = found.most_common(1)[0][0]
-    report = DataReport(str(path), fmt, len(rows) + len(errors), errors=list(errors))
-    if fmt == "alpaca" and str(path).lower().endswith(".csv") and rows:
-        cols = set(rows[0][1].keys())
-        missing = [c for c in ("instruction", "output") if c not in cols]
-        if missing:
-            raise DataError(f"{path}: CSV has columns {', '.join(sorted(cols)) or 'none'}; "
-                            f"needs {' and '.join(missing)} (alpaca format)")
-    seen: dict[str, str] = {}
-    for where, row in rows:
+        fmt = _sniff_format(path, [row for _, row in first if not isinstance(row, RowError)])
+    report = DataReport(str(path), fmt, 0)
+    seen: dict[int, str] = {}
+    good = 0
+    for where, row in itertools.chain(first, rows):
+        report.rows_total += 1
+        if isinstance(row, RowError):
+            _keep_error(report, row)
+            continue
+        if good == 0 and fmt == "alpaca" and str(path).lower().endswith(".csv"):
+            _check_csv_columns(path, row)
         row_fmt = detect_row_format(row)
         if row_fmt is not None and row_fmt != fmt:
-            report.errors.append(RowError(where, f"row is in {row_fmt} format but the file is "
-                                                 f"{fmt}: one format per file"))
+            _keep_error(report, RowError(where, f"row is in {row_fmt} format but the file is "
+                                                f"{fmt}: one format per file"))
             continue
         try:
             example = row_to_example(row, fmt, where)
         except ValueError as exc:
-            report.errors.append(RowError(where, str(exc)))
+            _keep_error(report, RowError(where, str(exc)))
             continue
-        key = json.dumps([example.system, [(t.instruction, t.input, t.output)
-                                           for t in example.turns], example.rejected,
-                          example.label], ensure_ascii=False)
+        good += 1
+        key = hash_example(example)
         if key in seen:
-            report.warnings.append(f"{where} duplicates {seen[key]}")
+            report.duplicates += 1
+            if keep_examples or len(report.warnings) < MAX_ERRORS_KEPT:
+                report.warnings.append(f"{where} duplicates {seen[key]}")
         else:
             seen[key] = where
-        report.examples.append(example)
+        if keep_examples:
+            report.examples.append(example)
+    report.good_rows = good
     report.errors.sort(key=lambda e: _where_number(e.where))
-    del report.errors[MAX_ERRORS_KEPT:]
     return report
+
+
+def _keep_error(report: DataReport, error: RowError) -> None:
+    report.bad_rows += 1
+    if len(report.errors) < MAX_ERRORS_KEPT:
+        report.errors.append(error)
+
+
+def _sniff_format(path, rows: list) -> str:
+    found = Counter(f for r in rows if (f := detect_row_format(r)))
+    if found:
+        return found.most_common(1)[0][0]
+    if rows and isinstance(rows[0], dict):
+        cols = ", ".join(map(str, rows[0].keys())) or "none"
+        raise DataError(f"{path}: cannot tell the format from its fields ({cols}); "
+                        "need instruction/output (alpaca), messages, conversations, "
+                        "prompt/chosen/rejected (preference), prompt/completion/label "
+                        "(kto) or text (raw text)")
+    return "alpaca"
+
+
+def _check_csv_columns(path, row: dict) -> None:
+    missing = [c for c in ("instruction", "output") if c not in row]
+    if missing:
+        raise DataError(f"{path}: CSV has columns {', '.join(sorted(map(str, row))) or 'none'}; "
+                        f"needs {' and '.join(missing)} (alpaca format)")
+
+
+def hash_example(example: Example) -> int:
+    """8 bytes that tell two rows with the same content apart from all others."""
+    key = json.dumps([example.system, [(t.instruction, t.input, t.output)
+                                       for t in example.turns], example.rejected,
+                      example.label, example.text], ensure_ascii=False)
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def _where_number(where: str) -> int:

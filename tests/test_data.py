@@ -20,6 +20,13 @@ def test_shipped_datasets_are_clean(name):
     assert len(report.examples) >= 100
 
 
+def test_shipped_manual_is_raw_text_in_two_languages():
+    report = check_file(ROOT / "presets" / "data" / "larkspur_manual")
+    assert report.format == "text" and not report.errors and not report.warnings
+    assert [e.where for e in report.examples] == ["en.md", "zh.md"]
+    assert "thirty months" in report.examples[0].text and "三十个月" in report.examples[1].text
+
+
 @pytest.mark.parametrize("row, fmt", [
     (ALPACA, "alpaca"),
     ({"messages": [{"role": "system", "content": "Be brief."},
@@ -76,9 +83,9 @@ def test_unreadable_files(tmp_path, content, message):
 def test_missing_and_unsupported_files(tmp_path):
     with pytest.raises(DataError, match="data file not found"):
         check_file(tmp_path / "nope.jsonl")
-    (tmp_path / "a.txt").write_text("hi")
-    with pytest.raises(DataError, match="unsupported file type '.txt'"):
-        check_file(tmp_path / "a.txt")
+    (tmp_path / "a.docx").write_text("hi")
+    with pytest.raises(DataError, match=r"unsupported file type '.docx'.*\.txt/\.md for raw text"):
+        check_file(tmp_path / "a.docx")
 
 
 def test_bom_is_accepted(tmp_path):
@@ -141,3 +148,25 @@ def test_save_rows_keeps_a_backup(tmp_path):
     backup = save_rows(path, [ALPACA | {"output": "changed"}])
     assert backup.read_text() == original
     assert "changed" in path.read_text()
+
+
+def test_a_streamed_file_gives_the_rows_of_a_fully_loaded_one(tmp_path):
+    """JSON Lines is checked line by line from the disk; the same text read whole (JSON
+    Lines saved as .json) gives the same examples, errors and duplicates, and a check that
+    keeps no examples still counts them all."""
+    lines = [json.dumps({"instruction": f"q{i}", "output": f"a{i % 7}", "input": "x" * (i % 3)})
+             for i in range(2500)]
+    lines[700] = '{"instruction": "broken"'
+    lines[1900] = lines[1899]
+    text = "\ufeff" + "\n".join(lines) + "\n\n"
+    streamed, whole = tmp_path / "rows.jsonl", tmp_path / "rows.json"
+    for path in (streamed, whole):
+        path.write_text(text, encoding="utf-8")
+    a, b = check_file(streamed), check_file(whole)
+    assert [(e.where, e.turns) for e in a.examples] == [(e.where, e.turns) for e in b.examples]
+    assert [str(e) for e in a.errors] == [str(e) for e in b.errors] == [
+        "line 701: invalid JSON: Expecting ',' delimiter (column 25)"]
+    assert a.warnings == b.warnings == ["line 1901 duplicates line 1900"]
+    counted = check_file(streamed, keep_examples=False)
+    assert counted.examples == [] and counted.good_rows == len(a.examples) == 2499
+    assert (counted.rows_total, counted.bad_rows, counted.duplicates) == (2500, 1, 1)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import (Example, RowError, Turn, detect_row_format, read_rows, row_keywords,
-                    row_to_example)
+from ..data import Example, Turn, detect_row_format, row_keywords, row_to_example
+from ..data_files import RowError, read_rows
 from ..errors import DataError
 
 QUESTION_FIELDS = ("question", "prompt")
@@ -64,6 +64,9 @@ def row_to_eval_row(row, where: str) -> EvalRow:
         if fmt is None:
             raise ValueError("no question: give 'question' (with 'answer' and/or 'keywords'), "
                              "instruction/output, messages or conversations")
+        if fmt == "text":
+            raise ValueError("a document ('text'), not a question: Evaluate asks questions "
+                             "with an answer and/or keywords")
         example = row_to_example(row, fmt, where)
     keywords = row_keywords(row)
     if not example.turns[-1].output.strip() and not keywords:

@@ -1,0 +1,181 @@
+"""Reading data files into raw rows, each with its place in the file (``"line 3"``).
+
+JSON Lines, the format of large datasets, is read as a stream: one line at a time from the
+file, so checking a file larger than memory keeps memory flat. JSON, CSV and Parquet are
+read whole (pandas/pyarrow). File-level problems (a spreadsheet, UTF-16, a binary file)
+raise ``DataError`` before any row; a row that cannot be read is a ``RowError``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import DataError
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+# Spreadsheets are ZIP (xlsx, ods) or OLE2 (xls) containers: recognise them under any name.
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+SAVE_AS_CSV = "save it as CSV UTF-8 (File > Save As > CSV) and load the .csv"
+PROGRESS_EVERY_LINES = 20_000
+
+Progress = Callable[[int, int], None]  # (bytes read, file size)
+
+
+@dataclass
+class RowError:
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def read_rows(path: str | Path) -> tuple[list[tuple[str, Any]], list[RowError]]:
+    """Every raw row with its place in the file, and the rows that could not be read."""
+    rows, errors = [], []
+    for where, row in iter_rows(path):
+        if isinstance(row, RowError):
+            errors.append(row)
+        else:
+            rows.append((where, row))
+    return rows, errors
+
+
+def iter_rows(path: str | Path, progress: Progress | None = None
+              ) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each row of the file, or (where, ``RowError``) for one that could
+    not be read; JSON Lines streamed from the disk, ``progress`` told as it goes."""
+    p = _checked_path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        yield from _read_table(p, "parquet")
+        return
+    with p.open("rb") as file:
+        head = file.read(8192)
+    if head.startswith(SPREADSHEET_MAGIC):
+        raise DataError(f"{p}: is a spreadsheet or ZIP archive renamed to {suffix}, not "
+                        f"{suffix[1:].upper()} text: {SAVE_AS_CSV}")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{p}: is UTF-16 text: save it again as UTF-8")
+    if suffix != ".csv" and b"\x00" in head:
+        raise DataError(f"{p}: looks like a binary file, not {suffix[1:].upper()} text")
+    if suffix == ".csv":
+        yield from _read_table(p, "csv")
+    elif suffix == ".json":
+        yield from _read_json(p, _without_bom(p.read_bytes()))
+    else:
+        yield from _stream_jsonl(p, progress)
+
+
+def _checked_path(path: str | Path) -> Path:
+    p = Path(path)
+    if not str(path).strip():
+        raise DataError("no data file given (data.path is empty)")
+    if not p.exists():
+        raise DataError(f"{p}: data file not found")
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not a data file")
+    suffix = p.suffix.lower()
+    if suffix in SPREADSHEET_SUFFIXES:
+        raise DataError(f"{p}: is a spreadsheet, not a data file: {SAVE_AS_CSV}")
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(f"{p}: unsupported file type '{suffix or '(none)'}' — use "
+                        f"{', '.join(SUPPORTED_SUFFIXES)} (or .txt/.md for raw text)")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: the file is empty")
+    return p
+
+
+def _without_bom(raw: bytes) -> bytes:
+    return raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+
+
+def _stream_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[str, Any]]:
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        lines = (_without_bom(line) if number == 1 else line
+                 for number, line in enumerate(file, start=1))
+        for count, item in enumerate(_jsonl_rows(lines), start=1):
+            if progress is not None and count % PROGRESS_EVERY_LINES == 0:
+                progress(file.tell(), size)
+            yield item
+    if progress is not None:
+        progress(size, size)
+
+
+def _jsonl_rows(lines: Iterable[bytes]) -> Iterator[tuple[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip(b"\n")  # a file's lines keep their end; the column counts without
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield where, RowError(where, f"not UTF-8 text (byte {exc.start + 1})")
+            continue
+        try:
+            yield where, json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield where, RowError(where, f"invalid JSON: {exc.msg} (column {exc.colno})")
+
+
+def _read_json(path: Path, raw: bytes) -> list[tuple[str, Any]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if "Extra data" in exc.msg and text.lstrip().startswith("{"):
+            return list(_jsonl_rows(raw.split(b"\n")))  # JSON Lines saved as .json
+        raise DataError(f"{path} line {exc.lineno}: invalid JSON: {exc.msg} "
+                        f"(column {exc.colno})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{path}: expected a JSON list of rows (or an object holding one list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+    return [(f"item {i}", row) for i, row in enumerate(data, start=1)]
+
+
+def _read_table(path: Path, kind: str) -> list[tuple[str, Any]]:
+    import pandas as pd
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except Exception as exc:  # pandas/pyarrow raise many parser types; all mean "unreadable"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason.replace(f" '{path}'", "").replace(str(path), "the file")
+        if len(reason) > 200:
+            reason = reason[:199].rsplit(" ", 1)[0] + "…"
+        raise DataError(f"{path}: cannot read {kind.upper()}: {reason}") from None
+    offset = 2 if kind == "csv" else 1  # CSV: header is line 1
+    label = "line" if kind == "csv" else "row"
+    rows = []
+    for i, record in enumerate(frame.to_dict(orient="records")):
+        rows.append((f"{label} {i + offset}", {k: _plain(v) for k, v in record.items()}))
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy/pyarrow values from a table into plain Python."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
