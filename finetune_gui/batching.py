@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .documents import document_chunks
 from .templates import IGNORE_INDEX, TemplateSpec, encode_example
 
 
@@ -41,6 +42,38 @@ class PadCollator:
         return batch
 
 
+class PackingCollator:
+    """A batch as one sequence without padding (transformers' ``DataCollatorWithFlattening``):
+    positions restart at each example, which the model's attention reads as "no attention
+    across this boundary", and each example's first label is masked so that no token is
+    predicted from the example before. Replay soft targets are flattened the same way."""
+
+    def __init__(self):
+        from transformers import DataCollatorWithFlattening
+        self._flatten = DataCollatorWithFlattening(return_position_ids=True,
+                                                   separator_id=IGNORE_INDEX)
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self._flatten([{"input_ids": r["input_ids"], "labels": r["labels"]}
+                               for r in rows])
+        # For the Trainer's count of real tokens only: the Trainer's loss drops it before
+        # the model sees it, as a mask would hide the boundaries that the positions mark.
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        soft_rows = [r.get("soft_ids") for r in rows]
+        if any(soft_rows):
+            k = len(next(s for s in soft_rows if s)[0])
+            ids, logp = [], []
+            for row in rows:  # the first position of each example is a boundary: none
+                n = len(row["input_ids"])
+                row_ids = list(row.get("soft_ids") or [])[1:n]
+                row_logp = list(row.get("soft_logp") or [])[1:n]
+                ids += [[-1] * k] + row_ids + [[-1] * k] * (n - 1 - len(row_ids))
+                logp += [[0.0] * k] + row_logp + [[0.0] * k] * (n - 1 - len(row_logp))
+            batch.update(soft_ids=torch.tensor([ids], dtype=torch.long),
+                         soft_logp=torch.tensor([logp], dtype=torch.float32))
+        return batch
+
+
 def forward_in_batches(model, encoded: list, pad_id: int, batch_size: int = 8):
     """Yield (encoded rows, padded batch, logits) for every ``batch_size`` rows of
     ``encode_example`` results, padded as in training, without gradients. Evaluation's
@@ -56,9 +89,12 @@ def forward_in_batches(model, encoded: list, pad_id: int, batch_size: int = 8):
             yield chunk, batch, logits
 
 
-def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None):
+def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None,
+                      overlap: int = 0):
     """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts.
 
+    A document (raw text) becomes as many rows as it has ``max_len`` chunks (see
+    ``finetune_gui.documents``; ``overlap`` tokens of context each), never truncated.
     ``soft``, when given, holds one ``replay.SoftTargets`` (or None) per example: those rows
     are trained towards the base's distributions instead of their tokens alone."""
     from datasets import Dataset
@@ -67,16 +103,21 @@ def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, sof
         rows.update(soft_ids=[], soft_logp=[])
     truncated = dropped = 0
     for i, example in enumerate(examples):
-        enc = encode_example(example, spec, tokenizer, max_len)
-        truncated += enc.truncated
-        if enc.trained_tokens == 0:  # the answer was cut off entirely: nothing to learn
-            dropped += 1
-            continue
-        rows["input_ids"].append(enc.input_ids)
-        rows["labels"].append(enc.labels)
-        rows["length"].append(len(enc.input_ids))
-        if soft is not None:
-            target = soft[i]
-            rows["soft_ids"].append(target.ids[:len(enc.input_ids)] if target else [])
-            rows["soft_logp"].append(target.logp[:len(enc.input_ids)] if target else [])
+        target = soft[i] if soft is not None else None
+        if example.text is not None:
+            pieces = document_chunks(example, tokenizer, max_len, overlap)
+        else:
+            enc = encode_example(example, spec, tokenizer, max_len)
+            truncated += enc.truncated
+            if enc.trained_tokens == 0:  # the answer was cut off entirely: nothing to learn
+                dropped += 1
+                continue
+            pieces = [(enc.input_ids, enc.labels)]
+        for ids, labels in pieces:
+            rows["input_ids"].append(ids)
+            rows["labels"].append(labels)
+            rows["length"].append(len(ids))
+            if soft is not None:
+                rows["soft_ids"].append(target.ids[:len(ids)] if target else [])
+                rows["soft_logp"].append(target.logp[:len(ids)] if target else [])
     return Dataset.from_dict(rows), truncated, dropped

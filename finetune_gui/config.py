@@ -62,12 +62,14 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     path: str = _f("presets/data/quillmore_train.jsonl", help=(
-        "Training data: .jsonl, .json, .csv or .parquet."))
+        "Training data: .jsonl, .json, .csv or .parquet rows; or raw text: a .txt/.md file "
+        "or a folder of them."))
     format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "preference",
-                                      "kto"), help=(
+                                      "kto", "text"), help=(
         "Row layout. alpaca = instruction/input/output; messages = OpenAI chat "
         "[{role, content}]; sharegpt = conversations [{from, value}]; preference = "
-        "prompt/chosen/rejected (DPO, ORPO); kto = prompt/completion/label. auto detects it."))
+        "prompt/chosen/rejected (DPO, ORPO); kto = prompt/completion/label; text = raw "
+        "documents (continued pre-training: no template, loss on every token). auto detects it."))
     template: str = _f("model", choices=("model", "alpaca", "chatml", "custom"), help=(
         "How a row becomes text. model = the tokenizer's own chat template (best for "
         "instruct models); alpaca = '### Instruction/### Response'; chatml = "
@@ -87,6 +89,15 @@ class DataConfig:
         "Questions the Evaluate step asks the finished run: any data file whose rows carry "
         "an answer and/or keywords. Empty: the run's own held-out rows (val_split)."))
     max_rows: int = _f(0, min=0, help="Use only the first N rows (0 = all). For quick trials.")
+    mix: list[str] = _f(default_factory=list, help=(
+        "More data files mixed into training, each as PATH@SHARE, e.g. "
+        "presets/data/ai_basics_en.jsonl@0.2: that share of the training sequences comes "
+        "from it (rows repeated or left out to make it so), data.path gives the rest. Any "
+        "format the Data step reads, raw text included; the usual guard against forgetting "
+        "when tuning on documents."))
+    chunk_overlap: int = _f(0, min=0, max=100_000, help=(
+        "Raw text: tokens of the previous chunk repeated at the start of the next as context "
+        "(not trained twice). 0 = chunks follow each other; at most half of max_seq_len."))
     replay_ratio: float = _f(0.0, min=0.0, max=1.0, help=(
         "Add general questions answered by the base model itself, this many per training "
         "row (e.g. 0.3): the tuned model learns where the new knowledge ends and keeps what "
@@ -182,6 +193,10 @@ class TrainConfig:
         "= PyTorch's own ops."))
     group_by_length: bool = _f(True, help=(
         "Batch examples of similar length together so little compute is spent on padding."))
+    packing: bool = _f(False, help=(
+        "Pack each batch's examples into one sequence without padding: no attention across "
+        "their boundaries, positions restart at each example, the same loss. Supervised "
+        "methods (sft) only."))
     neftune_noise_alpha: float = _f(0.0, min=0.0, max=50.0, help=(
         "NEFTune: add uniform noise of this scale to the input embeddings while training "
         "(5 is typical); a regulariser that can help answers generalise. 0 = off."))
@@ -331,6 +346,8 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
     where = f"{source}: {name}"
     if name == "lora.target_modules":
         value = _coerce_targets(where, value)
+    elif name == "data.mix":
+        value = [f"{path}@{share:g}" for path, share in parse_mix(value, where)]
     elif want is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
@@ -379,6 +396,33 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
         if hi is not None and value > hi:
             raise ConfigError(f"{where} must be <= {hi:g}, got {value:g}")
     return value
+
+
+def parse_mix(value: Any, where: str = "data.mix") -> list[tuple[str, float]]:
+    """(path, share) of each ``PATH@SHARE`` entry (a list, or text with commas); the
+    shares are fractions of the training sequences and leave some for data.path."""
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or len(value) > 32 or not all(
+            isinstance(v, str) and len(v) <= MAX_TEXT_CHARS for v in value):
+        raise ConfigError(f"{where} must be a list of PATH@SHARE entries (at most 32), got "
+                          f"{_shown(value)}")
+    mix = []
+    for entry in value:
+        path, at, share_text = entry.strip().rpartition("@")
+        try:
+            share = float(share_text) if at and path.strip() else math.nan
+        except ValueError:
+            share = math.nan
+        if not 0 < share < 1:
+            raise ConfigError(f"{where}: {_shown(entry)} is not PATH@SHARE with a share "
+                              "between 0 and 1 (e.g. presets/data/ai_basics_en.jsonl@0.2)")
+        mix.append((path.strip(), share))
+    if sum(share for _, share in mix) >= 1:
+        raise ConfigError(f"{where}: the shares add up to "
+                          f"{sum(share for _, share in mix):g}; they must leave some of the "
+                          "training sequences to data.path (a total below 1)")
+    return mix
 
 
 def _shown(value: Any, limit: int = 80) -> str:

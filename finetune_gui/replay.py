@@ -48,8 +48,9 @@ def read_prompts(path: Path = REPLAY_PROMPTS) -> list[dict]:
 def pick_prompts(n: int, train: list[Example], seed: int) -> list[str]:
     """``n`` questions, Chinese and English in the proportion of the training rows."""
     prompts = read_prompts()
-    zh_share = sum(has_cjk(e.turns[0].instruction + e.turns[0].output) for e in train) / max(
-        1, len(train))
+    zh_share = sum(has_cjk(e.text[:2000] if e.text is not None  # a document
+                           else e.turns[0].instruction + e.turns[0].output)
+                   for e in train) / max(1, len(train))
     pools = {lang: [p["prompt"] for p in prompts if p.get("lang") == lang] for lang in ("en", "zh")}
     rng = random.Random(seed)
     for pool in pools.values():

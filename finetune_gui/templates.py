@@ -73,6 +73,8 @@ def segments(example: Example, spec: TemplateSpec, tokenizer, *,
     With ``for_generation`` the last turn's output is left out and the text ends where the
     model must start answering.
     """
+    if example.text is not None:  # a document: no template, every token trained
+        return [Segment(example.text + _eos(tokenizer), True)]
     system = spec.system_prompt or example.system
     turns = example.turns
     if spec.name == "alpaca":
@@ -227,6 +229,18 @@ def token_spans(parts: list[Segment], tokenizer, max_len: int | None = None
         if max_len is not None and pos >= max_len:
             kind = "cut"
         spans.append((text, kind))
+    return spans
+
+
+def example_spans(example: Example, spec: TemplateSpec, tokenizer, max_len: int
+                  ) -> list[tuple[str, str]]:
+    """What training sees of one example, token by token: a row cut at ``max_len``; a
+    document (chunked, never cut) as its first chunk, whose first token nothing predicts."""
+    spans = token_spans(segments(example, spec, tokenizer), tokenizer,
+                        None if example.text is not None else max_len)
+    if example.text is not None:
+        spans = spans[:max_len]
+        spans[:1] = [(text, "masked") for text, _ in spans[:1]]
     return spans
 
 

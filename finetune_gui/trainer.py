@@ -47,6 +47,8 @@ class ResponseOnlyTrainer(Trainer):
         soft = _soft_positions(inputs)
         hard = keep if soft is None else keep & ~soft
         model_inputs = {k: v for k, v in inputs.items() if k not in _NOT_MODEL_INPUTS}
+        if "position_ids" in inputs:  # packed (PackingCollator): positions mark the
+            model_inputs.pop("attention_mask", None)  # boundaries; a mask would hide them
         if self._head is not None:
             with hidden_states_out(self._causal_lm) as head:
                 hidden = model(**model_inputs).logits[:, :-1]

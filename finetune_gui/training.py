@@ -25,17 +25,18 @@ from .config import RunConfig
 from .data import load_examples, write_examples
 from .errors import FinetuneError
 from .evaluation.runner import HELDOUT_FILE
-from .batching import PadCollator, tokenize_examples
+from .batching import PackingCollator, PadCollator
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
 from .hardware import BACKGROUND_NICENESS, lower_thread_priority
 from .job_progress import JobState, ProgressCallback
 from .lora import adopt_init_adapter, attach_lora, load_adapter_weights, trainable_counts
 from .plan import ExecutionPlan, resolve_plan
-from .preference import examples_for_method, trainer_rows
+from .preference import examples_for_method
 from .preference_trainer import build_preference_trainer
 from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer, best_checkpoint, training_arguments
+from .training_data import TrainingData
 
 _ACTIVE = threading.Lock()
 
@@ -233,11 +234,13 @@ class TrainingJob:
         check_sequence_length(cfg.train.max_seq_len, model.config)
         spec.check(tokenizer)
         self._update(phase="tokenising")
+        data = TrainingData(cfg, log=self._log, phase=lambda name: self._update(phase=name),
+                            run_root=self.paths.root, writes=is_main_process())
         if method != "sft":
-            self._preference_rows = self._preference_data(split, spec, tokenizer)
+            self._preference_rows = data.preference(split, spec, tokenizer)
             train_ds, eval_ds, truncated, dropped = None, None, 0, 0
         else:
-            train_ds, eval_ds, truncated, dropped = self._sft_data(split, spec, model, tokenizer)
+            train_ds, eval_ds, truncated, dropped = data.sft(split, spec, model, tokenizer)
 
         speedups.before_lora(model, plan, self._log)
         set_seed(cfg.train.seed)  # the LoRA init draws from the global generator: same run, same start
@@ -252,65 +255,6 @@ class TrainingJob:
                      truncated=truncated, dropped=dropped)
         self._tokenizer = tokenizer
         return self._build_trainer(model, tokenizer, train_ds, eval_ds, plan)
-
-    def _sft_data(self, split, spec, model, tokenizer):
-        """Token ids and labels of the training rows (plus replay) and the held-out rows."""
-        cfg = self.config
-        replay, soft = self._replay(model, tokenizer, split.train)
-        self._update(phase="tokenising")
-        train_ds, truncated, dropped = tokenize_examples(
-            split.train + replay, spec, tokenizer, cfg.train.max_seq_len,
-            soft=[None] * len(split.train) + soft if soft else None)
-        if len(train_ds) == 0:
-            raise FinetuneError(f"every example is longer than train.max_seq_len="
-                                f"{cfg.train.max_seq_len} before its answer starts: raise it")
-        eval_ds = None
-        if split.validation:
-            eval_ds, _, _ = tokenize_examples(split.validation, spec, tokenizer,
-                                              cfg.train.max_seq_len)
-        if truncated:
-            self._log(f"{truncated} examples were longer than max_seq_len and were cut")
-        if dropped:
-            self._log(f"{dropped} examples dropped: their answer starts after max_seq_len")
-        return train_ds, eval_ds, truncated, dropped
-
-    def _preference_data(self, split, spec, tokenizer) -> tuple[list[dict], list[dict]]:
-        """Training and held-out rows as TRL reads them; a pair that does not fit in
-        max_seq_len is a bad row, named by line (cutting it would compare half answers)."""
-        cfg = self.config
-        if cfg.data.replay_ratio:
-            self._log("data.replay_ratio is for sft: preference methods keep the base through "
-                      "their reference model, so replay is skipped")
-        rows, too_long = trainer_rows(split.train, cfg.train.method, spec, tokenizer,
-                                      cfg.train.max_seq_len)
-        held, held_long = trainer_rows(split.validation, cfg.train.method, spec, tokenizer,
-                                       cfg.train.max_seq_len)
-        if too_long or held_long:
-            where = too_long + held_long
-            raise FinetuneError(f"{cfg.data.path}: {len(where)} rows do not fit in "
-                                f"train.max_seq_len={cfg.train.max_seq_len} tokens with their "
-                                f"longer answer ({', '.join(where[:5])}"
-                                f"{', ...' if len(where) > 5 else ''}): raise max_seq_len or "
-                                "shorten them")
-        return rows, held
-
-    def _replay(self, model, tokenizer, train) -> tuple[list, list]:
-        """The base model's own answers to general questions (data.replay_ratio) and its
-        next-token distributions over them, taken before any adapter is attached; the rows
-        are saved as replay.jsonl beside the run."""
-        if not self.config.data.replay_ratio:
-            return [], []
-        from .replay import REPLAY_FILE, replay_for_model
-        self._update(phase="answering replay questions")
-        started = time.time()
-        rows, soft = replay_for_model(model, tokenizer, self.config, train)
-        if is_main_process():
-            write_examples(self.paths.root / REPLAY_FILE, rows)
-        self._log(f"replay: {len(rows)} general questions answered by the base model, trained "
-                  f"towards its own next-token distributions ({time.time() - started:.0f}s), "
-                  f"beside the {len(train)} training rows so that tuning keeps what it knew "
-                  f"({REPLAY_FILE})")
-        return rows, soft
 
     def _save_split(self, validation) -> None:
         """The held-out rows, saved so that Evaluate asks exactly the rows not trained on."""
@@ -346,7 +290,9 @@ class TrainingJob:
         else:
             trainer = ResponseOnlyTrainer(
                 model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                data_collator=(PackingCollator() if self.config.train.packing
+                               else PadCollator(tokenizer.pad_token_id)),
+                processing_class=tokenizer,
                 callbacks=callbacks, answer_head="answer_head" in self._speedups,
                 cpu_kernels="cpu_kernels" in self._speedups)
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself

@@ -93,8 +93,8 @@ DATA_CASES = [
      None),
     ("csv-wrong-columns", "d.csv", b"question,answer\nq,a\n",
      "{p}: cannot tell the format from its fields (question, answer); need instruction/output "
-     "(alpaca), messages, conversations, prompt/chosen/rejected (preference) or "
-     "prompt/completion/label (kto)", ""),
+     "(alpaca), messages, conversations, prompt/chosen/rejected (preference), "
+     "prompt/completion/label (kto) or text (raw text)", ""),
     ("empty-file", "d.jsonl", b"", "{p}: the file is empty", None),
 ]
 
@@ -153,7 +153,7 @@ def test_data_file(case, name, content, core, ui, tmp_path, ui_app, tiny_model_d
 def test_a_folder_and_a_missing_file_as_data(tmp_path, ui_app):
     demo, _, _ = ui_app
     on_load = ui_handler(demo, "data_tab", "on_load")
-    for path, message in ((tmp_path, f"{tmp_path}: is a folder, not a data file"),
+    for path, message in ((tmp_path, f"{tmp_path}: a folder without .txt or .md files"),
                           (tmp_path / "nope.jsonl", f"{tmp_path / 'nope.jsonl'}: data file not found")):
         assert core_data_message(path) == message
         assert ui_message(lambda: on_load(UserState(config=RunConfig()), str(path)))[0] == message

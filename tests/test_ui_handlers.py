@@ -82,6 +82,12 @@ def test_shared_app_refuses_remote_code_and_outside_paths(tmp_path):
     with pytest.raises(PathNotAllowed):
         set_field(ui, st, "model.name_or_path", "/somewhere/model.gguf")
     set_field(ui, st, "model.name_or_path", "Qwen/Qwen2.5-0.5B")   # Hub ids are fine
+    with pytest.raises(PathNotAllowed, match="data.mix"):   # a mixed-in file, as data.path
+        set_field(ui, st, "data.mix", "presets/data/a.jsonl@0.2, /etc/shadow@0.1")
+    assert st.config.data.mix == []
+    st.config.data.mix = ["../../etc/hosts@0.2"]   # e.g. from a preset or a run folder
+    with pytest.raises(PathNotAllowed, match="data.mix"):
+        ui.workspace.check_config(st.config)
 
 
 def test_apply_values_skips_unrendered_fields(tmp_path):

@@ -33,8 +33,9 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         with gr.Column(scale=3):
             ui.field("data.path", "text", elem_id="data-path")
         with gr.Column(scale=2):
-            upload = gr.File(label=ui.t("data.upload"), file_types=list(
-                (".jsonl", ".json", ".csv", ".parquet")), height=130, elem_id="data-upload")
+            upload = gr.File(label=ui.t("data.upload"), file_types=[
+                ".jsonl", ".json", ".csv", ".parquet", ".txt", ".md"], height=130,
+                elem_id="data-upload")
             ui.text(upload, label="data.upload")
         load = gr.Button(ui.t("data.load"), variant="primary", scale=1, elem_id="data-load")
         ui.text(load, value="data.load")
@@ -43,6 +44,9 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         ui.field("data.template")
         ui.field("data.system_prompt", "text")
         ui.field("data.eval_path", "text")
+    with gr.Row():
+        ui.field("data.mix", "text")
+        ui.field("data.chunk_overlap", "number")
     custom = ui.field("data.custom_template", "text", lines=3, visible=False)
     summary = gr.Markdown(ui.t("data.none"), elem_id="data-summary")
     table = gr.Dataframe(value=pd.DataFrame(columns=[dv.NUMBER, *dv.ALPACA_COLUMNS]),
@@ -290,7 +294,7 @@ def preview_and_stats(st: UserState, report):
         spec.check(tokenizer)
     except FinetuneError as exc:
         return [], gr.update(visible=False), f"⚠️ {exc}", gr.skip()
-    max_len = st.config.train.max_seq_len
+    max_len, overlap = st.config.train.max_seq_len, st.config.data.chunk_overlap
     example = dv.example_for_row(report, st.selected_row)
     lines, rejected_spans = [], None
     if example is None:
@@ -299,20 +303,28 @@ def preview_and_stats(st: UserState, report):
                   kind_labels(lang)["cut"])]
     else:
         spans = dv.preview_spans(example, spec, tokenizer, max_len, kind_labels(lang))
-        one = dv.token_stats([example], spec, tokenizer, max_len)
-        lines.append(t("data.row_tokens", lang, n=st.selected_row, total=one.lengths[0],
-                       trained=one.trained))
+        one = dv.token_stats([example], spec, tokenizer, max_len, overlap)
+        if example.text is not None:
+            lines.append(t("data.document_tokens", lang, n=st.selected_row,
+                           total=one.trained + 1, chunks=one.chunks, max_len=max_len))
+        else:
+            lines.append(t("data.row_tokens", lang, n=st.selected_row, total=one.lengths[0],
+                           trained=one.trained))
         if example.rejected is not None:
             other = dv.rejected_side(example)
             rejected_spans = dv.preview_spans(other, spec, tokenizer, max_len, kind_labels(lang))
             two = dv.token_stats([other], spec, tokenizer, max_len)
             lines.append(t("data.rejected_tokens", lang, total=two.lengths[0],
                            trained=two.trained))
-    stats = dv.token_stats(report.examples, spec, tokenizer, max_len)
-    lines.append(t("data.all_tokens", lang, rows=stats.rows, mean=f"{stats.mean:.0f}",
-                   longest=stats.longest, trained=f"{stats.trained:,}"))
-    lines.append(t("data.truncated", lang, n=stats.truncated, max_len=max_len,
-                   dropped=stats.dropped))
+    stats = dv.token_stats(report.examples, spec, tokenizer, max_len, overlap)
+    if stats.documents:
+        lines.append(t("data.all_documents", lang, docs=stats.documents, chunks=stats.chunks,
+                       max_len=max_len, trained=f"{stats.trained:,}"))
+    else:
+        lines.append(t("data.all_tokens", lang, rows=stats.rows, mean=f"{stats.mean:.0f}",
+                       longest=stats.longest, trained=f"{stats.trained:,}"))
+        lines.append(t("data.truncated", lang, n=stats.truncated, max_len=max_len,
+                       dropped=stats.dropped))
     if stats.limited:
         lines.append(t("data.limited", lang, n=dv.STATS_ROW_LIMIT))
     frame = dv.histogram(stats.lengths, max_len)

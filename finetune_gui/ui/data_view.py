@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import DataReport, Example, check_file, read_rows, save_rows
+from ..data import DataReport, Example, check_file, save_rows
+from ..data_files import read_rows
+from ..documents import chunk_ids, is_document_source, read_documents
 from ..errors import DataError
-from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, segments, token_spans
+from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, example_spans
 
 NUMBER = "#"
 ALPACA_COLUMNS = ["instruction", "input", "output"]
@@ -37,6 +39,12 @@ def load_rows(path: str | Path) -> list[dict]:
         raise DataError(f"{path} is {size / 1e6:,.1f} MB: too big to edit in the page (at "
                         f"most {MAX_EDIT_BYTES // 1_000_000} MB). It stays data.path, so "
                         "training reads it as it is; to edit it, split it or use an editor")
+    if is_document_source(p):  # raw text: a row per document, saved as JSONL 'text' rows
+        report = read_documents(p)
+        if report.errors:
+            raise DataError(f"{path}: {report.errors[0]} — fix that file first "
+                            f"({len(report.errors)} unreadable file(s))")
+        return [{"text": e.text, "source": e.where} for e in report.examples]
     rows, errors = read_rows(path)
     if errors:
         raise DataError(f"{path} {errors[0]} — fix it in a text editor first "
@@ -161,7 +169,7 @@ def rejected_side(example: Example) -> Example:
 def preview_spans(example, spec: TemplateSpec, tokenizer, max_len: int,
                   labels: dict[str, str]) -> list[tuple[str, str]]:
     """Merged (text, label) runs of trained / masked / cut tokens, for HighlightedText."""
-    spans = token_spans(segments(example, spec, tokenizer), tokenizer, max_len)
+    spans = example_spans(example, spec, tokenizer, max_len)
     merged: list[list] = []
     for text, kind in spans:
         if merged and merged[-1][1] == kind:
@@ -179,6 +187,8 @@ class TokenStats:
     truncated: int = 0
     dropped: int = 0
     limited: bool = False
+    documents: int = 0  # raw text: documents, and the chunks they make (in ``lengths``)
+    chunks: int = 0
 
     @property
     def mean(self) -> float:
@@ -205,7 +215,7 @@ def _tokenizer_identity(tokenizer) -> tuple:
 
 def _length_and_trained(example, spec: TemplateSpec, tokenizer) -> tuple[int, tuple[int, ...]]:
     key = (_tokenizer_identity(tokenizer), repr(spec), example.system,
-           repr(example.turns))  # not .where: rows move when one is deleted
+           repr(example.turns), example.text)  # not .where: rows move when one is deleted
     with _ENCODED_LOCK:
         if key in _ENCODED:
             _ENCODED.move_to_end(key)
@@ -220,13 +230,21 @@ def _length_and_trained(example, spec: TemplateSpec, tokenizer) -> tuple[int, tu
     return value
 
 
-def token_stats(examples, spec: TemplateSpec, tokenizer, max_len: int) -> TokenStats:
+def token_stats(examples, spec: TemplateSpec, tokenizer, max_len: int,
+                overlap: int = 0) -> TokenStats:
     """Lengths before truncation, and what survives cutting at ``max_len`` (a prefix cut,
-    as training does)."""
+    as training does). A document counts its chunks' lengths instead: it is never cut."""
     limited = len(examples) > STATS_ROW_LIMIT
     stats = TokenStats(rows=len(examples), limited=limited)
     for example in examples[:STATS_ROW_LIMIT]:
         length, trained_at = _length_and_trained(example, spec, tokenizer)
+        if example.text is not None:
+            chunks = chunk_ids(list(range(length)), max_len, overlap)
+            stats.lengths += [len(piece) for piece, _ in chunks]
+            stats.trained += len(trained_at) - 1
+            stats.documents += 1
+            stats.chunks += len(chunks)
+            continue
         kept = bisect.bisect_left(trained_at, max_len)
         stats.lengths.append(length)
         stats.trained += kept

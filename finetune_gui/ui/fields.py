@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import RunConfig
+from ..config import RunConfig, parse_mix
 from .common import Ui, friendly
 from .state import UserState
 from .workspace import PATH_KEYS
@@ -33,7 +33,7 @@ def to_config(dotted: str, value: Any) -> Any:
 def to_ui(config: RunConfig, dotted: str) -> Any:
     section, key = dotted.split(".")
     value = getattr(getattr(config, section), key)
-    if dotted == "lora.modules_to_save":
+    if dotted in ("lora.modules_to_save", "data.mix"):
         return ", ".join(value)
     return value
 
@@ -49,6 +49,9 @@ def set_field(ui: Ui, st: UserState, dotted: str, value: Any) -> None:
     value = to_config(dotted, value)
     if dotted in PATH_KEYS and isinstance(value, str) and value.strip():
         ui.workspace.check(value, dotted)
+    if dotted == "data.mix":
+        for path, _ in parse_mix(value):
+            ui.workspace.check(path, dotted)
     if dotted.startswith("model."):
         trial = st.config.copy()
         trial.set(dotted, value, source="UI")

@@ -63,6 +63,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.field("train.cpu_kernels")
             with gr.Row():
                 ui.field("train.speedups")
+                ui.field("train.packing")
                 ui.field("train.processes", "number")
             ui.field("train.output_dir", "text", elem_id="train-output")
             plan_box = gr.Markdown(elem_id="train-plan")

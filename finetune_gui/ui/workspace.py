@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RunConfig
+from ..config import RunConfig, parse_mix
 from ..errors import ConfigError, FinetuneError
 from ..models import source_kind
 from ..runs import find_run
@@ -120,6 +120,8 @@ class Workspace:
             value = getattr(getattr(config, section), name)
             if value:
                 self.check(value, key)
+        for path, _ in parse_mix(config.data.mix):
+            self.check(path, "data.mix")
         self.check_model(config)
 
     def check_run(self, choice: str | Path, what: str = "run") -> Path:

@@ -1,0 +1,125 @@
+"""What a run trains on, tokenised: its rows (plus replay and mixed-in files) for
+supervised methods, or the pairs TRL reads for preference methods.
+
+Split from ``training`` (the job) so that the job's recipe reads as its steps; the data
+steps report through the job's log and phase callbacks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from .batching import tokenize_examples
+from .config import RunConfig, parse_mix
+from .data import check_file, write_examples
+from .errors import FinetuneError
+from .mixing import mix_counts, pick_rows
+from .preference import trainer_rows
+
+
+class TrainingData:
+    def __init__(self, config: RunConfig, *, log: Callable[[str], None],
+                 phase: Callable[[str], None], run_root: Path, writes: bool):
+        self._config = config
+        self._log = log
+        self._phase = phase
+        self._run_root = run_root
+        self._writes = writes  # only the main process writes the run folder
+
+    def sft(self, split, spec, model, tokenizer):
+        """Token ids and labels of the training rows (plus replay) and the held-out rows."""
+        cfg = self._config
+        replay, soft = self._replay(model, tokenizer, split.train)
+        self._phase("tokenising")
+        train_ds, truncated, dropped = tokenize_examples(
+            split.train + replay, spec, tokenizer, cfg.train.max_seq_len,
+            soft=[None] * len(split.train) + soft if soft else None,
+            overlap=cfg.data.chunk_overlap)
+        if split.report.format == "text":
+            self._log(f"raw text: {len(split.train)} documents in {len(train_ds) - len(replay)} "
+                      f"chunks of up to {cfg.train.max_seq_len} tokens, loss on every token")
+        if cfg.data.mix:
+            train_ds = self._mixed(train_ds, spec, tokenizer)
+        if len(train_ds) == 0:
+            raise FinetuneError(f"every example is longer than train.max_seq_len="
+                                f"{cfg.train.max_seq_len} before its answer starts: raise it")
+        eval_ds = None
+        if split.validation:
+            eval_ds, _, _ = tokenize_examples(split.validation, spec, tokenizer,
+                                              cfg.train.max_seq_len,
+                                              overlap=cfg.data.chunk_overlap)
+        if truncated:
+            self._log(f"{truncated} examples were longer than max_seq_len and were cut")
+        if dropped:
+            self._log(f"{dropped} examples dropped: their answer starts after max_seq_len")
+        return train_ds, eval_ds, truncated, dropped
+
+    def _mixed(self, train_ds, spec, tokenizer):
+        """data.path's sequences plus each data.mix file's share of the whole."""
+        from datasets import concatenate_datasets
+        cfg = self._config
+        mix = parse_mix(cfg.data.mix)
+        counts = mix_counts(len(train_ds), [share for _, share in mix])
+        parts, told = [train_ds], [f"{len(train_ds)} from {cfg.data.path}"]
+        for number, ((path, share), wanted) in enumerate(zip(mix, counts), start=1):
+            report = check_file(path)
+            report.raise_if_bad()
+            if report.format in ("preference", "kto"):
+                raise FinetuneError(f"data.mix: {path} holds {report.format} rows; a mixed "
+                                    "file must be instruction, chat or raw-text data")
+            soft = [None] * len(report.examples) if "soft_ids" in train_ds.column_names \
+                else None
+            source, _, _ = tokenize_examples(report.examples, spec, tokenizer,
+                                             cfg.train.max_seq_len, soft=soft,
+                                             overlap=cfg.data.chunk_overlap)
+            if len(source) == 0:
+                raise FinetuneError(f"data.mix: {path} has no row that fits max_seq_len")
+            parts.append(source.select(pick_rows(len(source), wanted, cfg.train.seed + number)))
+            told.append(f"{wanted} from {path} ({share:.0%}, {len(source)} available)")
+        self._log("data mix: " + ", ".join(told))
+        return concatenate_datasets(parts)
+
+    def preference(self, split, spec, tokenizer) -> tuple[list[dict], list[dict]]:
+        """Training and held-out rows as TRL reads them; a pair that does not fit in
+        max_seq_len is a bad row, named by line (cutting it would compare half answers)."""
+        cfg = self._config
+        if cfg.data.replay_ratio:
+            self._log("data.replay_ratio is for sft: preference methods keep the base through "
+                      "their reference model, so replay is skipped")
+        if cfg.train.packing:
+            self._log("train.packing is for sft: preference pairs are batched as TRL does")
+        if cfg.data.mix:
+            raise FinetuneError("data.mix is for sft: a preference run trains on data.path's "
+                                "pairs only")
+        rows, too_long = trainer_rows(split.train, cfg.train.method, spec, tokenizer,
+                                      cfg.train.max_seq_len)
+        held, held_long = trainer_rows(split.validation, cfg.train.method, spec, tokenizer,
+                                       cfg.train.max_seq_len)
+        if too_long or held_long:
+            where = too_long + held_long
+            raise FinetuneError(f"{cfg.data.path}: {len(where)} rows do not fit in "
+                                f"train.max_seq_len={cfg.train.max_seq_len} tokens with their "
+                                f"longer answer ({', '.join(where[:5])}"
+                                f"{', ...' if len(where) > 5 else ''}): raise max_seq_len or "
+                                "shorten them")
+        return rows, held
+
+    def _replay(self, model, tokenizer, train) -> tuple[list, list]:
+        """The base model's own answers to general questions (data.replay_ratio) and its
+        next-token distributions over them, taken before any adapter is attached; the rows
+        are saved as replay.jsonl beside the run."""
+        if not self._config.data.replay_ratio:
+            return [], []
+        from .replay import REPLAY_FILE, replay_for_model
+        self._phase("answering replay questions")
+        started = time.time()
+        rows, soft = replay_for_model(model, tokenizer, self._config, train)
+        if self._writes:
+            write_examples(self._run_root / REPLAY_FILE, rows)
+        self._log(f"replay: {len(rows)} general questions answered by the base model, trained "
+                  f"towards its own next-token distributions ({time.time() - started:.0f}s), "
+                  f"beside the {len(train)} training rows so that tuning keeps what it knew "
+                  f"({REPLAY_FILE})")
+        return rows, soft
