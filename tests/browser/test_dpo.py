@@ -1,5 +1,6 @@
-"""A DPO job from the browser: load preference pairs, pick the method, train, and see the
-reward curves drawn beside the loss (and the pair's rejected side on the Data tab)."""
+"""SFT then DPO from the browser: load preference pairs, pick the method, start from an SFT
+run's adapter, train, and see the reward curves drawn beside the loss (and the pair's
+rejected side on the Data tab)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from .test_wizard import TIMEOUT_MS, fill, open_tab, shot, wait_plot_drawn, wait
 pytestmark = pytest.mark.browser
 
 
-def test_a_dpo_job_from_the_train_tab(app_server, browser, tmp_path):
+def test_sft_then_dpo_from_the_train_tab(app_server, browser, tmp_path, tiny_config):
     from conftest import write_jsonl
+    from finetune_gui.training import TrainingJob
     url, runs, _ = app_server
+    tiny_config.train.output_dir = str(runs / "sft-first")  # the usual path: SFT, then DPO
+    tiny_config.lora.r, tiny_config.lora.alpha = 4, 8
+    assert TrainingJob(tiny_config).run().status == "finished"
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [
         {"prompt": f"What is code {i}?", "chosen": f"Code {i} is blue.",
          "rejected": f"I do not know {i}."} for i in range(24)])
@@ -21,6 +26,9 @@ def test_a_dpo_job_from_the_train_tab(app_server, browser, tmp_path):
     try:
         page.goto(url)
         page.wait_for_selector("#tab-data-button", timeout=TIMEOUT_MS)
+        # the page's first load fills every field from the config: typing before it has
+        # finished would be overwritten (it fills #hardware last)
+        wait_text(page, "#hardware", "CPU")
         open_tab(page, "data")
         fill(page, "#data-path", str(pairs))
         page.locator("#data-load").click()
@@ -31,6 +39,7 @@ def test_a_dpo_job_from_the_train_tab(app_server, browser, tmp_path):
         fill(page, "#train-max-steps", "8")
         fill(page, "#train-save-steps", "4")
         fill(page, "#train-output", str(runs / "dpo-browser"))
+        fill(page, "#train-init-adapter", str(runs / "sft-first"))
         page.locator("#train-start").click()
         try:
             wait_text(page, "#train-progress", "finished|8/8", timeout_ms=TIMEOUT_MS)
@@ -42,6 +51,8 @@ def test_a_dpo_job_from_the_train_tab(app_server, browser, tmp_path):
         wait_plot_drawn(page, "#train-logps")
         shot(page, "train-dpo")
         assert (runs / "dpo-browser" / "adapter" / "adapter_model.safetensors").exists()
-        assert "dpo" in (runs / "dpo-browser" / "run.yaml").read_text()
+        saved = (runs / "dpo-browser" / "run.yaml").read_text()
+        assert "method: dpo" in saved and f"init_adapter: {runs / 'sft-first'}" in saved
+        assert "r: 4" in saved  # the SFT adapter's LoRA settings, adopted with its weights
     finally:
         context.close()

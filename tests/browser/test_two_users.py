@@ -48,6 +48,7 @@ def _logged_in_page(browser, url: str, user: str):
     page = context.new_page()
     page.goto(url)
     page.wait_for_selector("#tab-train-button", timeout=TIMEOUT_MS)
+    wait_text(page, "#hardware", "CPU")  # the first load has filled every field
     return context, page
 
 
