@@ -1,16 +1,22 @@
 """Build the shipped preference data of presets/dpo-quickstart.yaml (run once; the files
-are committed). English: the embedded base model answers each question; the preferred
-answer is its own first sentence led by "Short answer:", the rejected one its whole answer
-(on-policy pairs, as DPO wants), cut to its first two sentences to keep a CPU run short. Chinese: the base model does not write Chinese, so those
-pairs ("简短回答：" + one sentence vs a longer unlabelled answer) were written by hand and
-are kept from the existing file. DPO then teaches a behaviour anyone can check: a labelled,
-one-sentence answer. The questions are in scripts/data/short_answer_prompts.json.
+are committed). English: the embedded base model answers each question; its own first
+sentence led by "Short answer:" is the preferred answer (on-policy, as DPO wants). Chinese:
+the base model does not write Chinese, so those answers ("简短回答：" + one sentence, and a
+longer unlabelled one) were written by hand (scripts/data/short_answer_zh_pairs.json).
+
+Each question gives minimal pairs, each differing in one thing only, so that DPO's margin
+can only come from the behaviour taught: the labelled sentence against the same sentence
+without the label, and against the labelled answer that goes on for a second sentence
+(none where the answer had only one). The pairs are shuffled with a fixed seed. DPO then
+teaches a behaviour anyone can check: a labelled, one-sentence answer. The questions are in
+scripts/data/short_answer_prompts.json.
 Usage: python scripts/make_short_answer_data.py
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -22,6 +28,7 @@ from finetune_gui.replay import whole_sentences
 
 DATA = Path(__file__).resolve().parents[1] / "presets" / "data"
 PROMPTS = Path(__file__).resolve().parent / "data" / "short_answer_prompts.json"
+ZH_PAIRS = Path(__file__).resolve().parent / "data" / "short_answer_zh_pairs.json"
 LABEL = {"en": "Short answer: ", "zh": "简短回答："}
 SENTENCE = r".+?(?:[.!?](?=\s|$)|[。！？])"
 FIRST_SENTENCE = re.compile(rf"^({SENTENCE})", re.S)
@@ -34,13 +41,18 @@ def first_sentence(text: str, pattern=FIRST_SENTENCE) -> str:
     return (found.group(1) if found else text.strip()).strip()
 
 
+def minimal_pairs(question: str, short: str, longer: str, lang: str) -> list[dict]:
+    """The labelled sentence against the same without the label, and against the labelled
+    longer answer (the same as the labelled sentence where the answer had only one: such
+    a pair is dropped after the shuffle)."""
+    label = LABEL[lang]
+    return [{"prompt": question, "chosen": label + short, "rejected": rejected, "lang": lang}
+            for rejected in (short, label + longer)]
+
+
 def main() -> None:
     prompts = json.loads(PROMPTS.read_text(encoding="utf-8"))
-    pairs_file = DATA / "short_answer_pref.jsonl"
-    written_by_hand = [row for line in pairs_file.read_text(encoding="utf-8").splitlines()
-                       if line.strip() and (row := json.loads(line))["lang"] == "zh"]
-    for row in written_by_hand:
-        row["rejected"] = first_sentence(row["rejected"], TWO_SENTENCES)
+    written_by_hand = json.loads(ZH_PAIRS.read_text(encoding="utf-8"))
     engine = ChatEngine.from_config(RunConfig())
     rows = []
     questions = prompts["train_en"]
@@ -50,10 +62,12 @@ def main() -> None:
         whole = first_sentence(whole_sentences(answer), TWO_SENTENCES)
         short = first_sentence(whole)
         if short and "\ufffd" not in whole:
-            rows.append({"prompt": question, "chosen": LABEL["en"] + short, "rejected": whole,
-                         "lang": "en"})
-    rows += written_by_hand
-    pairs_file.write_text(
+            rows += minimal_pairs(question, short, whole, "en")
+    for row in written_by_hand:
+        rows += minimal_pairs(row["prompt"], row["short"], row["long"], "zh")
+    random.Random(0).shuffle(rows)
+    rows = [r for r in rows if r["chosen"] != r["rejected"]]  # a one-sentence answer
+    (DATA / "short_answer_pref.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     held = [{"question": q, "keywords": [LABEL[lang].strip(" ：:")], "lang": lang}
             for lang in ("en", "zh") for q in prompts[f"eval_{lang}"]]
