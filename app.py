@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     auth = LoginGuard(users) if users else None
     from finetune_gui.ui.app import build_app, launch_kwargs
     from finetune_gui.ui.common import AppOptions
-    options = AppOptions(lang=args.lang, shared=shared, model=args.model,
+    options = AppOptions(lang=args.lang, shared=shared, model=args.model, host=args.host,
                          runs_dir=args.runs_dir, root=os.getcwd())
     demo = build_app(options)
     # Light events (fields, previews, polls) run side by side so no session waits behind

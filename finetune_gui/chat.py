@@ -163,7 +163,16 @@ class ChatEngine:
         and the stop tokens as in ``stream``; finished rows only pad until all are done)."""
         if not examples:
             return []
-        prompts = [self.example_prompt_ids(e) for e in examples]
+        rows = self.generate_batch([self.example_prompt_ids(e) for e in examples], params,
+                                   use_adapter=use_adapter)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+
+    def generate_batch(self, prompts: list[list[int]], params: GenerationConfig, *,
+                       use_adapter: bool = True, stopping_criteria: list | None = None
+                       ) -> list[list[int]]:
+        """The new tokens for each prompt, generated together in one left-padded batch.
+        One prompt alone is exactly ``stream``'s generation (no padding at all)."""
+        from transformers import StoppingCriteriaList
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self._stop_ids[0]
@@ -173,11 +182,17 @@ class ChatEngine:
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
         kwargs = self._generate_kwargs(params)
+        if stopping_criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(stopping_criteria)
         with self.using(use_adapter):
             ids, mask = ids.to(self.model.device), mask.to(self.model.device)
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
-                for row in out.tolist()]
+        return [row[width:] for row in out.tolist()]
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """The tokens that end an answer (the template's end of turn and the model's EOS)."""
+        return list(self._stop_ids)
 
     def stream(self, prompt: list[dict] | FittedPrompt, params: GenerationConfig | None = None,
                *, use_adapter: bool = True) -> Iterator[str]:

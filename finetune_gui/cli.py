@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_serve import add_serve_parser
 from .config import RunConfig
 from .errors import FinetuneError
 
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public", action="store_true", help="make the Hub repository public")
     p.add_argument("--json", action="store_true", help="print one JSON object per export")
     p.set_defaults(func=cmd_export)
+
+    add_serve_parser(sub)
     return parser
 
 

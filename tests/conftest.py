@@ -127,3 +127,24 @@ def kill_9_then_resume(config, tmp_path: Path, *, steps: int = 24, wait_s: float
     assert logged == list(range(1, steps + 1)), "one point per step, no gap and no duplicate"
     assert read_state(paths)["status"] == "finished"
     return paths, killed_at, resumed
+
+
+def train_tiny(model_dir: Path, out: Path, **overrides) -> Path:
+    """A finished run of the tiny model on 24 'code N' rows (12 steps, a few seconds)."""
+    from finetune_gui.config import RunConfig
+    from finetune_gui.training import TrainingJob
+    rows = [{"instruction": f"What is code {i}?", "input": "",
+             "output": f"Code {i} is blue {i % 3} square."} for i in range(24)]
+    data = write_jsonl(out.parent / f"{out.name}-codes.jsonl", rows)
+    cfg = RunConfig()
+    settings = {"model.name_or_path": str(model_dir), "data.path": str(data),
+                "data.template": "alpaca", "lora.r": 8, "lora.alpha": 16, "lora.dropout": 0.0,
+                "train.output_dir": str(out), "train.max_steps": 12, "train.learning_rate": 1e-2,
+                "train.batch_size": 4, "train.max_seq_len": 128, "train.warmup_ratio": 0.0,
+                "train.lr_scheduler": "constant", "train.save_steps": 12,
+                "generation.max_new_tokens": 32, **overrides}
+    for key, value in settings.items():
+        cfg.set(key, value)
+    state = TrainingJob(cfg).run()
+    assert state.status == "finished", state.message
+    return out

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, train_tiny
 from finetune_gui.chat import ChatEngine, messages_to_example
 from finetune_gui.config import RunConfig
 from finetune_gui.errors import FinetuneError
@@ -32,7 +32,6 @@ from finetune_gui.tracking import compare_figure, compare_runs
 from finetune_gui.launch import PRESETS
 from finetune_gui.runs import RunPaths
 from finetune_gui.templates import TemplateSpec, encode_segments, segments
-from finetune_gui.training import TrainingJob
 
 PROMPTS = ["What is code 3?", "What is code 17?", "Write a haiku about rain."]
 
@@ -65,24 +64,6 @@ def common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def train_tiny(model_dir: Path, out: Path, **overrides) -> Path:
-    rows = [{"instruction": f"What is code {i}?", "input": "",
-             "output": f"Code {i} is blue {i % 3} square."} for i in range(24)]
-    data = write_jsonl(out.parent / f"{out.name}-codes.jsonl", rows)
-    cfg = RunConfig()
-    settings = {"model.name_or_path": str(model_dir), "data.path": str(data),
-                "data.template": "alpaca", "lora.r": 8, "lora.alpha": 16, "lora.dropout": 0.0,
-                "train.output_dir": str(out), "train.max_steps": 12, "train.learning_rate": 1e-2,
-                "train.batch_size": 4, "train.max_seq_len": 128, "train.warmup_ratio": 0.0,
-                "train.lr_scheduler": "constant", "train.save_steps": 12,
-                "generation.max_new_tokens": 32, **overrides}
-    for key, value in settings.items():
-        cfg.set(key, value)
-    state = TrainingJob(cfg).run()
-    assert state.status == "finished", state.message
-    return out
 
 
 @pytest.fixture(scope="module")

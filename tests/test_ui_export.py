@@ -63,3 +63,40 @@ def test_copy_as_command_offers_the_multi_gpu_form(tmp_path):
                                        "presets/quickstart.yaml"]
     assert "lora.r=4" in single and "lora.r=4" in multi
     assert multi.startswith("accelerate launch --config_file presets/accelerate/ddp.yaml")
+
+
+def test_export_tab_serves_the_api_and_only_its_starter_sees_the_key(two_runs, tiny_model_dir,
+                                                                     tmp_path):
+    import re
+    import socket
+    openai = pytest.importorskip("openai")
+    demo = build_app(AppOptions(root=str(tmp_path), runs_dir=str(tmp_path / "runs"), shared=True,
+                                model=str(tiny_model_dir)))
+    owner = UserState(config=RunConfig(), visitor="user:alice")
+    other = UserState(config=RunConfig(), visitor="user:bob")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = ui_handler(demo, "export_tab", "on_api_start")
+    stop = ui_handler(demo, "export_tab", "on_api_stop")
+    view = ui_handler(demo, "export_tab", "api_view")
+    try:
+        text, snippet = start(owner, two_runs[0], port)
+        key = re.search(r"`(sk-[^`]+)`", text).group(1)
+        assert f"http://127.0.0.1:{port}/v1" in text and key in snippet
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        reply = client.chat.completions.create(model="lr0.01", max_tokens=4,
+                                               messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content is not None
+        with pytest.raises(gr.Error, match="already serves"):
+            start(owner, two_runs[1], port + 1)
+        seen, their_snippet = view(other)
+        assert key not in seen and key not in their_snippet and "another user" in seen
+        with pytest.raises(gr.Error, match="another visitor"):
+            stop(other)
+        text, snippet = stop(owner)
+        assert "not running" in text and snippet == ""
+        with pytest.raises(openai.APIConnectionError):
+            client.models.list()
+    finally:
+        demo.api.close()

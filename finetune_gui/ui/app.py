@@ -17,6 +17,7 @@ from .fields import bind_fields, field_updates, set_field
 from .jobs import JobRegistry
 from .locale import LANGUAGES, t
 from .presets import list_presets, load_preset, preset_path, save_preset
+from .api_service import ApiService
 from .state import UserState, new_state_factory
 from .workspace import Workspace
 
@@ -39,6 +40,7 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
     ui = Ui(options, workspace)
     registry = registry or JobRegistry()
     registry.owners = registry.owners or options.shared
+    api = ApiService(options.host, owners=options.shared)
     with gr.Blocks(title="finetune_gui", analytics_enabled=False) as demo:
         state = gr.State(new_state_factory(options, workspace))
         with gr.Row(equal_height=True):
@@ -82,7 +84,7 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
                     elif name == "chat":
                         parts[name] = chat_tab.build(ui, state, registry)
                     else:
-                        parts[name] = export_tab.build(ui, state, registry)
+                        parts[name] = export_tab.build(ui, state, registry, api)
         events = bind_fields(ui, state, status)
         parts["train"].wire_buttons()
         _wire(ui, demo, state, parts, tabs, events, lang, status,
@@ -97,6 +99,7 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
         demo.get_api_info = _no_api_description
     demo.ui = ui
     demo.registry = registry
+    demo.api = api
     return demo
 
 

@@ -28,6 +28,7 @@ log = logging.getLogger("finetune_gui.ui")
 class AppOptions:
     lang: str = "en"
     shared: bool = False              # others can reach it (--share, --auth, a LAN host): jailed
+    host: str = "127.0.0.1"           # --host: where the Export tab's API server listens too
     model: str | None = None          # --model: the base model the app starts with
     runs_dir: str = "runs"
     root: str = "."

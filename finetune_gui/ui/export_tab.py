@@ -13,6 +13,7 @@ from .. import export, runs, tracking
 from ..errors import FinetuneError
 from ..evaluation import saved_results
 from ..evaluation.report import compare_evaluations
+from .api_service import ApiService, ApiStatus
 from .chat_tab import BASE, run_choices
 from .common import Ui, guarded
 from .jobs import JobRegistry
@@ -42,7 +43,15 @@ def _gradio_progress(progress):
     return lambda fraction, text: progress(fraction, desc=text)
 
 
-def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
+def api_text(status: ApiStatus, lang: str) -> str:
+    if not status.running:
+        return t("export.api_stopped", lang)
+    key = f"`{status.key}`" if status.key else t("export.api_key_hidden", lang)
+    return t("export.api_running", lang, source=status.source, url=status.url,
+             models=", ".join(f"`{m}`" for m in status.models), api_key=key)
+
+
+def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> SimpleNamespace:
     def finished_runs(lang: str):
         return [c for c in run_choices(ui, registry, lang) if c[1] != BASE]
 
@@ -69,6 +78,20 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         gguf = gr.Button(ui.t("export.gguf"), scale=1, elem_id="export-gguf")
         ui.text(gguf, value="export.gguf")
     result = gr.Markdown(elem_id="export-status")
+    with gr.Accordion(ui.t("export.api"), open=False) as api_box:
+        ui.text(api_box, label="export.api")
+        with gr.Row():
+            api_port = gr.Number(value=8000, precision=0, minimum=1024, maximum=65535, scale=1,
+                                 label=ui.t("export.api_port"), info=ui.t("export.api_info"),
+                                 elem_id="api-port")
+            ui.text(api_port, label="export.api_port", info="export.api_info")
+            api_start = gr.Button(ui.t("export.api_start"), variant="primary", scale=1,
+                                  elem_id="api-start")
+            api_stop = gr.Button(ui.t("export.api_stop"), scale=1, elem_id="api-stop")
+            ui.text(api_start, value="export.api_start")
+            ui.text(api_stop, value="export.api_stop")
+        api_status = gr.Markdown(elem_id="api-status")
+        api_code = gr.Code(language="python", interactive=False, elem_id="api-snippet")
     with gr.Accordion(ui.t("export.compare"), open=False) as compare_box:
         ui.text(compare_box, label="export.compare")
         with gr.Row():
@@ -135,6 +158,23 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                                                t("eval.metric", st.lang), *compared["runs"]])
         return tracking.loss_figure(compared["curves"], title="Loss by run"), table, scores
 
+    def api_view(st: UserState):
+        status = api.status(st.visitor)
+        return api_text(status, st.lang), api.snippet(status)
+
+    @guarded
+    def on_api_start(st: UserState, choice: str, port):
+        if not choice:
+            raise FinetuneError(t("export.pick", st.lang))
+        root = ui.workspace.check_run(choice)
+        api.start(root, port, st.visitor, ui.workspace.display(root))
+        return api_view(st)
+
+    @guarded
+    def on_api_stop(st: UserState):
+        api.stop(st.visitor)
+        return api_view(st)
+
     def on_refresh(st: UserState):
         choices = finished_runs(st.lang)
         return gr.update(choices=choices), gr.update(choices=choices)
@@ -147,4 +187,8 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             .then(handler, inputs, [result], concurrency_id="export") \
             .then(lambda: gr.update(interactive=True), None, button, queue=False)
     compare.click(on_compare, [state, compare_runs], [curves, diff, evals])
+    api_box.expand(api_view, [state], [api_status, api_code], queue=False)
+    api_start.click(on_api_start, [state, run, api_port], [api_status, api_code],
+                    concurrency_id="export")
+    api_stop.click(on_api_stop, [state], [api_status, api_code], queue=False)
     return SimpleNamespace(run=run, refresh=on_refresh, refresh_outputs=[run, compare_runs])
