@@ -54,7 +54,7 @@ def main() -> int:
     ref_s = time.perf_counter() - started
     hits = sum(keyword_hit(a, r.keywords) for a, r in zip(reference, rows))
     print(f"{len(rows)} questions from {args.data}; run {args.run_dir}")
-    print(f"| file | size | export | llama.cpp load | answers | facts right | same as transformers |")
+    print("| file | size | export | llama.cpp load | answers | facts right | same as transformers |")
     print("|---|---|---|---|---|---|---|")
     print(f"| transformers, adapter on the base (evaluate) | – | – | – | {ref_s:.1f} s | "
           f"{hits:.0f}/{len(rows)} | – |")
