@@ -253,15 +253,17 @@ def cmd_estimate(args) -> int:
 
 def cmd_export(args) -> int:
     from . import export
-    if not (args.merged or args.gguf or args.push_to_hub):
-        raise FinetuneError("choose what to export: --merged OUT_DIR, --gguf OUT.gguf and/or "
-                            "--push-to-hub USER/NAME")
-    if args.gguf and args.gguf_type not in export.GGUF_TYPES:
+    if not (args.merged or args.gguf or args.lora or args.push_to_hub):
+        raise FinetuneError("choose what to export: --merged OUT_DIR, --gguf OUT.gguf, "
+                            "--lora OUT_DIR and/or --push-to-hub USER/NAME")
+    if (args.gguf or args.lora) and args.gguf_type not in export.GGUF_TYPES:
         raise FinetuneError(f"--gguf-type must be one of {', '.join(export.GGUF_TYPES)}")
     if args.merged:
         export.check_merged_target(args.merged)
     if args.gguf:
         export.check_gguf_target(args.gguf, args.gguf_type)
+    if args.lora:
+        export.check_lora_target(args.lora)
     if args.push_to_hub:
         export.require_token()
     results = []
@@ -281,12 +283,16 @@ def cmd_export(args) -> int:
                 merged = export.load_merged(args.run_dir, dtype="float32", progress=progress)
             results.append(export.write_gguf(merged, args.gguf, args.gguf_type,
                                              modelfile=not args.no_modelfile, progress=progress))
+    if args.lora:
+        results.append(export.export_gguf_lora(args.run_dir, args.lora, args.gguf_type,
+                                               progress=progress))
     if args.push_to_hub:
         # What was exported goes up: the merged folder and/or the GGUF with its Modelfile;
         # with neither, the adapter folder.
         uploads = [(str(r.path), None) for r in results if r.kind == "merged"]
         uploads += [(str(r.path.parent), [f.name for f in r.files])
                     for r in results if r.kind == "gguf"]
+        uploads += [(str(r.path), None) for r in results if r.kind == "gguf-lora"]
         if not uploads:
             from .runs import find_run
             uploads = [(str(find_run(args.run_dir)[0].adapter), None)]
@@ -375,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gguf", metavar="OUT.gguf", help="write a GGUF file for llama.cpp/Ollama")
     p.add_argument("--gguf-type", default="f16",
                    help="f16 (default), q8_0, q5_k_m, q4_k_m (llama.cpp's quantizer) or f32")
+    p.add_argument("--lora", metavar="OUT_DIR",
+                   help="the adapter alone as a llama.cpp LoRA (adapter.gguf) with its base "
+                        "(base.gguf, --gguf-type) and an Ollama Modelfile using ADAPTER")
     p.add_argument("--no-modelfile", action="store_true",
                    help="do not write an Ollama Modelfile beside the GGUF")
     p.add_argument("--push-to-hub", metavar="USER/NAME",

@@ -16,7 +16,7 @@ import pytest
 from conftest import train_tiny
 from finetune_gui.chat import ChatEngine
 from finetune_gui.errors import FinetuneError
-from finetune_gui.export import check_gguf_target, export_gguf
+from finetune_gui.export import check_gguf_target, export_gguf, export_gguf_lora
 from finetune_gui.export import gguf_quantize
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -114,3 +114,27 @@ def test_k_quants_are_refused_before_merging_without_llama_cpp(monkeypatch, tmp_
     with pytest.raises(FinetuneError, match="pip install llama-cpp-python"):
         check_gguf_target(tmp_path / "model.gguf", "q4_k_m")
     check_gguf_target(tmp_path / "model.gguf", "q8_0")   # ours: no llama.cpp needed
+
+
+def test_lora_gguf_on_its_base_answers_like_chat(wide_run, engine, tmp_path):
+    result = export_gguf_lora(wide_run, tmp_path / "lora")
+    base, adapter = tmp_path / "lora" / "base.gguf", tmp_path / "lora" / "adapter.gguf"
+    assert result.files == [base, adapter, tmp_path / "lora" / "Modelfile"]
+    modelfile = (tmp_path / "lora" / "Modelfile").read_text()
+    assert "\nFROM ./base.gguf\n" in modelfile and modelfile.endswith("ADAPTER ./adapter.gguf\n")
+    assert result.extra["matrices"] == 14 and result.extra["adapter_bytes"] < 2**20
+    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
+    tuned = load(base, lora_path=str(adapter))
+    plain = load(base)
+    try:
+        for prompt in PROMPTS:
+            ids = engine.prompt_ids(user(prompt))
+            assert llama_cpp_answer(tuned, ids, engine, params.max_new_tokens) == \
+                engine.answer(user(prompt), params), prompt
+            assert llama_cpp_answer(plain, ids, engine, params.max_new_tokens) == \
+                engine.answer(user(prompt), params, use_adapter=False), prompt
+    finally:
+        tuned.close()
+        plain.close()
+    with pytest.raises(FinetuneError, match="not an empty folder"):
+        export_gguf_lora(wide_run, tmp_path / "lora")

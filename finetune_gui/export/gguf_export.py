@@ -179,7 +179,7 @@ def _vocab(tokenizer, vocab_size: int):
     return tokens, types, merges
 
 
-def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+def rotary_rows(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
     """llama.cpp's q/k row order (rotary halves interleaved), as its converter writes them."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
@@ -279,9 +279,9 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
             raise FinetuneError(f"cannot map tensor '{hf_name}' to a GGUF name")
         data = tensor.detach().to("cpu", torch.float32).numpy()
         if hf_name.endswith("q_proj.weight"):
-            data = _permute(data, n_head, n_head)
+            data = rotary_rows(data, n_head, n_head)
         elif hf_name.endswith("k_proj.weight"):
-            data = _permute(data, n_head, n_kv)
+            data = rotary_rows(data, n_head, n_kv)
         if data.ndim == 1 or stored == "f32":
             writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float32))
             counts["f32"] += 1

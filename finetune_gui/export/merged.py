@@ -124,8 +124,9 @@ def describe_export(run_dir: str | Path) -> dict:
 
 
 def load_merged(run_dir: str | Path, *, dtype: str = "auto",
-                progress: Progress | None = None) -> Merged:
-    """Base + adapter folded into plain weights, in memory."""
+                progress: Progress | None = None, merge: bool = True) -> Merged:
+    """Base + adapter folded into plain weights, in memory (``merge=False``: the base alone,
+    as the adapter saw it, e.g. to ship the adapter separately)."""
     from peft import PeftModel
     step = progress or no_progress
     paths, config = runs.find_run(run_dir)
@@ -146,11 +147,12 @@ def load_merged(run_dir: str | Path, *, dtype: str = "auto",
     if quant != "none":  # here, or once at load where the execution plan said so
         notes.append(f"the {quant} base was dequantised to "
                      f"{str(target).replace('torch.', '')} before merging")
-    step(0.35, "loading adapter")
-    model = PeftModel.from_pretrained(model, str(paths.adapter))
-    step(0.5, "merging")
-    merged = model.merge_and_unload()
-    merged = merged.to(target)
+    if merge:
+        step(0.35, "loading adapter")
+        model = PeftModel.from_pretrained(model, str(paths.adapter))
+        step(0.5, "merging")
+        model = model.merge_and_unload()
+    merged = model.to(target)
     merged.eval()
     merged.config.use_cache = True
     for attr in ("quantization_config",):
