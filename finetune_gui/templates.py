@@ -196,6 +196,37 @@ def adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos
 
 
+_ANCHOR = "\n"
+
+
+def adds_space_prefix(tokenizer) -> bool:
+    """SentencePiece-style tokenizers (Llama 2, Mistral, Gemma) mark the start of every text
+    they encode with '▁', as if it began a new word."""
+    cached = getattr(tokenizer, "_finetune_gui_space_prefix", None)
+    if cached is None:
+        pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("a", add_special_tokens=False))
+        cached = bool(pieces) and isinstance(pieces[0], str) and pieces[0].startswith("\u2581")
+        try:
+            tokenizer._finetune_gui_space_prefix = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def continuation_ids(tokenizer, text: str) -> list[int]:
+    """``text``'s tokens as they are inside a longer text: without the '▁' a SentencePiece
+    tokenizer puts at the start of each encode call (which llama.cpp, Ollama and the chat
+    template, tokenising the whole conversation, never see there). Encoded after an anchor
+    that is then cut off; byte-level tokenizers need nothing of the kind."""
+    if not adds_space_prefix(tokenizer):
+        return tokenizer.encode(text, add_special_tokens=False)
+    anchor = tokenizer.encode(_ANCHOR, add_special_tokens=False)
+    ids = tokenizer.encode(_ANCHOR + text, add_special_tokens=False)
+    if ids[:len(anchor)] == anchor:
+        return ids[len(anchor):]
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
 def encode_segments(parts: list[Segment], tokenizer, max_len: int | None = None) -> Encoded:
     """Token ids and labels for the pieces; prompt pieces get IGNORE_INDEX labels."""
     ids: list[int] = []
@@ -203,8 +234,9 @@ def encode_segments(parts: list[Segment], tokenizer, max_len: int | None = None)
     if parts and adds_bos(tokenizer) and not parts[0].text.startswith(tokenizer.bos_token):
         ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE_INDEX)
-    for part in parts:
-        piece = tokenizer.encode(part.text, add_special_tokens=False)
+    for i, part in enumerate(parts):
+        piece = continuation_ids(tokenizer, part.text) if i else \
+            tokenizer.encode(part.text, add_special_tokens=False)
         ids.extend(piece)
         labels.extend(piece if part.trained else [IGNORE_INDEX] * len(piece))
     truncated = max_len is not None and len(ids) > max_len

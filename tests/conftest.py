@@ -148,3 +148,27 @@ def train_tiny(model_dir: Path, out: Path, **overrides) -> Path:
     state = TrainingJob(cfg).run()
     assert state.status == "finished", state.message
     return out
+
+
+def llama2_style_tokenizer(folder: Path):
+    """A SentencePiece-style BPE (byte fallback, '▁' for spaces, <0xNN> byte pieces) trained
+    on the shipped English data, in transformers' own Llama tokenizer."""
+    import json
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+    texts = [row["instruction"] + " " + row["output"] for row in map(
+        json.loads, (ROOT / "presets/data/ai_basics_en.jsonl").read_text().splitlines())]
+    raw = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=700, show_progress=False,
+                                                       special_tokens=["<unk>", "<s>", "</s>"]))
+    learned = json.loads(raw.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    for piece, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(piece, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tokenizer.pad_token = tokenizer.unk_token
+    tokenizer.save_pretrained(folder)
+    return tokenizer

@@ -170,3 +170,25 @@ def test_a_streamed_file_gives_the_rows_of_a_fully_loaded_one(tmp_path):
     counted = check_file(streamed, keep_examples=False)
     assert counted.examples == [] and counted.good_rows == len(a.examples) == 2499
     assert (counted.rows_total, counted.bad_rows, counted.duplicates) == (2500, 1, 1)
+
+
+def test_sentencepiece_segments_tokenise_as_the_whole_text(tmp_path):
+    """A Llama 2-style tokenizer puts '▁' at the start of every encode call: segments after
+    the first must not get it, or training sees tokens llama.cpp and the chat template never
+    produce for the same text."""
+    from conftest import llama2_style_tokenizer
+    from finetune_gui.data import Example, Turn
+    from finetune_gui.templates import (TemplateSpec, adds_space_prefix, encode_segments,
+                                        segments)
+    tokenizer = llama2_style_tokenizer(tmp_path)
+    assert adds_space_prefix(tokenizer)
+    spec = TemplateSpec(name="alpaca")
+    for turn in (Turn("Say hi.", "", "Hello there."), Turn("Sum?", "2 and 3", " 5, done"),
+                 Turn("Q1", "", "naïve 你好")):
+        parts = segments(Example([turn]), spec, tokenizer)
+        whole = tokenizer.encode("".join(p.text for p in parts), add_special_tokens=False)
+        encoded = encode_segments(parts, tokenizer)
+        assert encoded.input_ids[1:] == whole, turn          # after the BOS
+        assert encoded.input_ids[0] == tokenizer.bos_token_id
+        prompt = encode_segments(parts[:-1], tokenizer).input_ids
+        assert encoded.trained_tokens == len(encoded.input_ids) - len(prompt)

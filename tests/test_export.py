@@ -284,33 +284,32 @@ def test_gguf_refuses_what_it_cannot_write(merged32, tmp_path, monkeypatch):
     assert not (tmp_path / "x.gguf").exists()
 
 
-def sentencepiece_style_tokenizer(folder: Path) -> None:
-    """Replace a model's tokenizer by a Llama-2/Mistral-style one: BPE with byte fallback
-    and Metaspace splitting, which llama.cpp stores differently from byte-level BPE."""
+def wordpiece_tokenizer(folder: Path) -> None:
+    """Replace a model's tokenizer by a BERT-style WordPiece one, which llama.cpp's Llama
+    GGUF cannot hold."""
     from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3, "a": 4, "b": 5, "\u2581a": 6}
-    backend = Tokenizer(tok_models.BPE(vocab=vocab, merges=[("\u2581", "a")], unk_token="<unk>",
-                                       byte_fallback=True))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4, "##b": 5}
+    backend = Tokenizer(tok_models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
     for name in folder.glob("*token*"):
         name.unlink()
     PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(folder)
+                            unk_token="[UNK]").save_pretrained(folder)
 
 
-def test_gguf_refuses_a_sentencepiece_tokenizer_before_merging(tiny_model_dir, tmp_path):
+def test_gguf_refuses_an_unsupported_tokenizer_before_merging(tiny_model_dir, tmp_path):
     import shutil
     from finetune_gui.export import gguf_support
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
     run = train_tiny(base, tmp_path / "run")
-    sentencepiece_style_tokenizer(base)  # as the Llama 2 and Mistral presets' bases have
+    wordpiece_tokenizer(base)
     ok, why = gguf_support(RunConfig.load(run / "run.yaml"))
-    assert not ok and "SentencePiece" in why
+    assert not ok and "WordPiece" in why
     steps = []
     started = time.time()
-    with pytest.raises(FinetuneError, match="byte-level BPE.*convert_hf_to_gguf"):
+    with pytest.raises(FinetuneError, match="WordPiece.*convert_hf_to_gguf"):
         export_gguf(run, tmp_path / "model.gguf", progress=lambda f, text: steps.append(text))
     assert steps == [] and time.time() - started < 10, steps  # refused before loading anything
     assert not (tmp_path / "model.gguf").exists()

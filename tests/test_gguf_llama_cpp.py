@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import train_tiny
+from conftest import llama2_style_tokenizer, train_tiny
 from finetune_gui.chat import ChatEngine
 from finetune_gui.errors import FinetuneError
 from finetune_gui.export import check_gguf_target, export_gguf, export_gguf_lora
@@ -138,3 +138,66 @@ def test_lora_gguf_on_its_base_answers_like_chat(wide_run, engine, tmp_path):
         plain.close()
     with pytest.raises(FinetuneError, match="not an empty folder"):
         export_gguf_lora(wide_run, tmp_path / "lora")
+
+
+# ---- a Llama 2 / Mistral-style SentencePiece vocabulary ------------------------------------
+
+SAMPLES = ["Hello world", "What is code 3?", "two  spaces and\nnew lines\n", "  lead", "naïve café 你好 🙂",
+           "### Instruction:\nSay hi.\n\n### Response:\n"]
+
+
+@pytest.fixture(scope="module")
+def llama2_run(tmp_path_factory) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    folder = tmp_path_factory.mktemp("llama2-style")
+    tok = llama2_style_tokenizer(folder)
+    config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, vocab_size=len(tok),
+                         max_position_embeddings=512, tie_word_embeddings=False,
+                         initializer_range=0.2, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return train_tiny(folder, tmp_path_factory.mktemp("llama2-run") / "run")
+
+
+def test_sentencepiece_vocabulary_round_trips_through_transformers_and_llama_cpp(llama2_run,
+                                                                                  tmp_path):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    engine = ChatEngine.from_run(llama2_run)
+    result = export_gguf(llama2_run, tmp_path / "model.gguf", "f16")
+    reader = gguf.GGUFReader(result.path)
+    assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
+    assert reader.fields["tokenizer.ggml.add_space_prefix"].contents() is True
+    ours = engine.tokenizer
+    theirs = AutoTokenizer.from_pretrained(tmp_path, gguf_file="model.gguf")
+    llm = load(result.path)
+    try:
+        for text in SAMPLES:
+            ids = ours.encode(text, add_special_tokens=False)
+            assert any(ours.convert_ids_to_tokens(i).startswith("<0x") for i in
+                       ours.encode(SAMPLES[4], add_special_tokens=False))   # byte fallback used
+            assert theirs.encode(text, add_special_tokens=False) == ids, text
+            if not text.startswith(" "):
+                # llama.cpp always adds the '▁' prefix; transformers 5 skips it when the text
+                # starts with a space already (so with Meta's own Llama 2 files too)
+                assert llm.tokenize(text.encode(), add_bos=False) == ids, text
+            assert theirs.decode(ids) == ours.decode(ids)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf",
+                                                     dtype=torch.float32)
+        params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
+        for prompt in PROMPTS:
+            ids = engine.prompt_ids(user(prompt))
+            want = engine.answer(user(prompt), params)
+            assert llama_cpp_answer(llm, ids, engine, params.max_new_tokens) == want, prompt
+            x = torch.tensor([ids])
+            with torch.inference_mode():
+                out = model.generate(input_ids=x, attention_mask=torch.ones_like(x),
+                                     do_sample=False, max_new_tokens=params.max_new_tokens,
+                                     eos_token_id=engine.stop_ids, pad_token_id=ours.pad_token_id)
+            assert ours.decode(out[0, len(ids):], skip_special_tokens=True).strip() == want
+    finally:
+        llm.close()

@@ -18,23 +18,15 @@ import torch
 from .. import models, runs
 from ..config import EMBEDDED_MODEL, RunConfig
 from ..errors import FinetuneError
-from ..templates import TemplateSpec, adds_bos
+from ..templates import TemplateSpec
 from .chat_templates import modelfile_text
 from .gguf_quantize import K_QUANTS, check_quantizer, quantize_gguf
+from .gguf_vocab import UNSUPPORTED, add_vocab, check_gguf_tokenizer, folder_family
 from .merged import ExportResult, Merged, Progress, no_progress, load_merged
 
 GGUF_TYPES = ("f16", "q8_0", "q5_k_m", "q4_k_m", "f32")
 SUPPORTED_TYPES = ("llama", "mistral")
 MODELFILE = "Modelfile"
-
-# llama.cpp's name for a pre-tokenizer, from the split regex of a tokenizer.json.
-_KNOWN_SPLITS = {
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
-    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "llama-bpe",
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
-    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "qwen2",
-}
-
 
 def check_gguf_target(out_path: str | Path, gguf_type: str = "f16") -> Path:
     """Refuse a bad type, a name not ending in .gguf, or an existing file."""
@@ -69,24 +61,12 @@ def gguf_support(config: RunConfig) -> tuple[bool, str]:
         return True, "the architecture is checked when the export starts"
     if model_type not in SUPPORTED_TYPES:
         return False, gguf_support_message(model_type)
-    kind = _local_tokenizer_kind(config)
-    if kind is not None:
-        return False, NOT_BYTE_LEVEL.format(kind=kind)
-    return True, f"{model_type}: supported"
-
-
-def _local_tokenizer_kind(config: RunConfig) -> str | None:
-    """What the base's tokenizer is, read from its folder (None: byte-level BPE or unknown)."""
     source = models.resolve_source(config.model.name_or_path)
-    folder = Path(source.location)
-    if not source.is_local or not folder.is_dir():
-        return None
-    try:
-        return _tokenizer_kind(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return "a slow (SentencePiece) tokenizer" if (folder / "tokenizer.model").exists() else None
-    except (OSError, ValueError):
-        return None
+    if source.is_local and Path(source.location).is_dir():
+        kind, why = folder_family(Path(source.location))
+        if kind is None:
+            return False, UNSUPPORTED.format(kind=why)
+    return True, f"{model_type}: supported"
 
 
 def _source_gguf(config: RunConfig) -> Path | None:
@@ -98,85 +78,14 @@ def _source_gguf(config: RunConfig) -> Path | None:
     return None
 
 
-def _field(reader, key: str):
-    f = reader.fields.get(key)
-    return None if f is None else f.contents()
-
-
-def _pre_tokenizer(tokenizer, config: RunConfig) -> tuple[str, str]:
-    """llama.cpp's pre-tokenizer name for this vocabulary, and where it came from."""
+def _source_pre(config: RunConfig) -> str | None:
+    """The pre-tokenizer name the base's own GGUF file names, if the base came as GGUF."""
     import gguf
     source = _source_gguf(config)
-    if source is not None:
-        pre = _field(gguf.GGUFReader(source), "tokenizer.ggml.pre")
-        if pre:
-            return str(pre), f"copied from {source.name}"
-    try:
-        pre_tok = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
-    except (AttributeError, ValueError):
-        pre_tok = {}
-    kinds = [pre_tok] if pre_tok.get("type") != "Sequence" else pre_tok.get("pretokenizers", [])
-    types = [k.get("type") for k in kinds]
-    if types == ["ByteLevel"] and kinds[0].get("use_regex", True):
-        return "gpt-2", "GPT-2 byte-level splitting"
-    if types == ["Digits", "ByteLevel"] and kinds[0].get("individual_digits"):
-        return "smollm", "byte-level with single digits"
-    for k in kinds:
-        if k.get("type") == "Split":
-            regex = (k.get("pattern") or {}).get("Regex")
-            if regex in _KNOWN_SPLITS:
-                return _KNOWN_SPLITS[regex], "matched the split regex"
-    return "default", "unrecognised pre-tokenizer: llama.cpp will use its default splitting"
-
-
-NOT_BYTE_LEVEL = ("GGUF export here supports byte-level BPE tokenizers (SmolLM, Llama 3, Qwen, "
-                  "GPT-2 style); this model's is {kind} (Llama 2 and Mistral use SentencePiece): "
-                  "export the merged model and convert it with llama.cpp's convert_hf_to_gguf.py")
-
-
-def _tokenizer_kind(data: dict) -> str | None:
-    """None for a byte-level BPE tokenizer.json, else what it is."""
-    model = data.get("model") or {}
-    pre = data.get("pre_tokenizer") or {}
-    byte_level = any(p.get("type") == "ByteLevel" for p in [pre] + (pre.get("pretokenizers") or []))
-    if model.get("type") == "BPE" and byte_level:
+    if source is None:
         return None
-    if model.get("type") == "BPE" and model.get("byte_fallback"):
-        return "a SentencePiece-style BPE with byte fallback"
-    return f"a {model.get('type') or 'different'} tokenizer"
-
-
-def check_gguf_tokenizer(tokenizer) -> None:
-    """Raise before any merge when the vocabulary cannot be written as GGUF here."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise FinetuneError(NOT_BYTE_LEVEL.format(kind="a slow (SentencePiece) tokenizer"))
-    kind = _tokenizer_kind(json.loads(backend.to_str()))
-    if kind is not None:
-        raise FinetuneError(NOT_BYTE_LEVEL.format(kind=kind))
-
-
-def _vocab(tokenizer, vocab_size: int):
-    """Tokens, token types and merges of a byte-level BPE tokenizer, as llama.cpp stores them."""
-    import gguf
-    check_gguf_tokenizer(tokenizer)
-    data = json.loads(tokenizer.backend_tokenizer.to_str())
-    model = data.get("model", {})
-    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
-    added = tokenizer.added_tokens_decoder
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i not in reverse:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            tokens.append(reverse[i])
-            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(reverse[i])
-            types.append(gguf.TokenType.NORMAL)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return tokens, types, merges
+    field = gguf.GGUFReader(source).fields.get("tokenizer.ggml.pre")
+    return str(field.contents()) if field is not None and field.contents() else None
 
 
 def rotary_rows(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
@@ -246,23 +155,9 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     if stored == "q8_0":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    # Tokenizer: vocabulary, merges, special ids, and the run's chat template.
-    tokens, types, merges = _vocab(tokenizer, cfg.vocab_size)
-    pre, pre_why = _pre_tokenizer(tokenizer, config)
-    if pre == "default":
-        notes.append(pre_why)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types([int(t) for t in types])
-    writer.add_token_merges(merges)
-    for kind in ("bos", "eos", "unk", "pad"):
-        token_id = getattr(tokenizer, f"{kind}_token_id", None)
-        if token_id is not None:
-            getattr(writer, f"add_{kind}_token_id")(int(token_id))
-    writer.add_add_bos_token(adds_bos(tokenizer))
-    writer.add_add_space_prefix(False)
-    writer.add_chat_template(tokenizer.chat_template)
+    # Tokenizer: vocabulary, merges or scores, special ids, and the run's chat template.
+    pre, vocab_notes = add_vocab(writer, tokenizer, cfg.vocab_size, _source_pre(config))
+    notes += vocab_notes
 
     # Tensors.
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
