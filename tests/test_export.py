@@ -278,8 +278,8 @@ def test_gguf_refuses_what_it_cannot_write(merged32, tmp_path, monkeypatch):
     (tmp_path / "exists.gguf").write_bytes(b"x")
     with pytest.raises(FinetuneError, match="file exists"):
         check_gguf_target(tmp_path / "exists.gguf")
-    monkeypatch.setattr(merged32.model.config, "model_type", "phi3")
-    with pytest.raises(FinetuneError, match="Llama-family.*convert_hf_to_gguf"):
+    monkeypatch.setattr(merged32.model.config, "model_type", "gpt_neox")
+    with pytest.raises(FinetuneError, match="supports llama.*phi3 models, not .gpt_neox.*convert_hf_to_gguf"):
         write_gguf(merged32, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
 

@@ -201,3 +201,50 @@ def test_sentencepiece_vocabulary_round_trips_through_transformers_and_llama_cpp
             assert ours.decode(out[0, len(ids):], skip_special_tokens=True).strip() == want
     finally:
         llm.close()
+
+
+# ---- more architectures: tiny random models of each, tuned, exported, answered by llama.cpp --
+
+def _tiny(model_type: str, tok):
+    """A tiny config of each architecture llama.cpp knows (the embedded byte-level vocabulary:
+    the vocabulary and the architecture are independent in GGUF)."""
+    from transformers import GemmaConfig, Phi3Config, Qwen2Config
+    common = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                  max_position_embeddings=512, initializer_range=0.2,
+                  eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                  pad_token_id=tok.pad_token_id)
+    if model_type == "qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=True)
+    if model_type == "gemma":
+        return GemmaConfig(**common, head_dim=16, tie_word_embeddings=True)
+    return Phi3Config(**common, original_max_position_embeddings=512, tie_word_embeddings=False)
+
+
+@pytest.mark.parametrize("model_type, arch", [("qwen2", "qwen2"), ("gemma", "gemma"),
+                                              ("phi3", "phi3")])
+def test_architectures_answer_in_llama_cpp_as_in_chat(model_type, arch, embedded_tokenizer,
+                                                       tmp_path):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+    folder = tmp_path / "base"
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(_tiny(model_type, embedded_tokenizer)).save_pretrained(folder)
+    embedded_tokenizer.save_pretrained(folder)
+    run = train_tiny(folder, tmp_path / "run")
+    engine = ChatEngine.from_run(run)
+    result = export_gguf(run, tmp_path / "model.gguf", "f32")
+    assert gguf.GGUFReader(result.path).fields["general.architecture"].contents() == arch
+    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
+    llm = load(result.path)
+    try:
+        answers = []
+        for prompt in PROMPTS:
+            ids = engine.prompt_ids(user(prompt))
+            want = engine.answer(user(prompt), params)
+            assert llama_cpp_answer(llm, ids, engine, params.max_new_tokens) == want, prompt
+            answers.append(want)
+        assert any(answers) and len(set(answers)) > 1    # real, prompt-dependent answers
+    finally:
+        llm.close()

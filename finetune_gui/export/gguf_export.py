@@ -1,9 +1,9 @@
-"""Write a merged Llama-family model as a GGUF file for llama.cpp and Ollama.
+"""Write a merged model as a GGUF file for llama.cpp and Ollama.
 
-Uses the gguf package's writer and tensor-name map, as llama.cpp's own converter does:
-Llama metadata, q/k projection rows permuted into llama.cpp's rotary layout (transformers'
-GGUF loader undoes this on load), 1-D tensors in f32, matrices in f16 or Q8_0, and the byte-level
-BPE tokenizer (tokens, types, merges, special ids) with the run's chat template.
+Uses the gguf package's writer and tensor-name map, as llama.cpp's own converter does: the
+architecture's metadata and tensor layout (``gguf_arch``: Llama, Mistral, Qwen2, Gemma,
+Phi-3), the tokenizer (``gguf_vocab``) with the run's chat template, 1-D tensors in f32,
+matrices in f16 or Q8_0, or llama.cpp's own k-quants (``gguf_quantize``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from ..config import EMBEDDED_MODEL, RunConfig
 from ..errors import FinetuneError
 from ..templates import TemplateSpec
 from .chat_templates import modelfile_text
+from .gguf_arch import (SUPPORTED_TYPES, add_hyperparameters, arch_spec, check_rope,
+                        gguf_support_message, tensor_data)
 from .gguf_quantize import K_QUANTS, check_quantizer, quantize_gguf
 from .gguf_vocab import UNSUPPORTED, add_vocab, check_gguf_tokenizer, folder_family
 from .merged import ExportResult, Merged, Progress, no_progress, load_merged
 
 GGUF_TYPES = ("f16", "q8_0", "q5_k_m", "q4_k_m", "f32")
-SUPPORTED_TYPES = ("llama", "mistral")
 MODELFILE = "Modelfile"
 
 def check_gguf_target(out_path: str | Path, gguf_type: str = "f16") -> Path:
@@ -88,20 +89,6 @@ def _source_pre(config: RunConfig) -> str | None:
     return str(field.contents()) if field is not None and field.contents() else None
 
 
-def rotary_rows(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
-    """llama.cpp's q/k row order (rotary halves interleaved), as its converter writes them."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
-
-
-def _rope(cfg) -> tuple[float, dict]:
-    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    theta = params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
-    return float(theta), params
-
-
 def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
                modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
     """Write an in-memory merged model as GGUF (and an Ollama Modelfile beside it).
@@ -112,15 +99,8 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     out = check_gguf_target(out_path, gguf_type)
     model, tokenizer, config = merged.model, merged.tokenizer, merged.config
     cfg = model.config
-    if cfg.model_type not in SUPPORTED_TYPES:
-        raise FinetuneError(gguf_support_message(cfg.model_type))
-    theta, rope = _rope(cfg)
-    rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
-    if rope_type not in ("default", "linear"):
-        raise FinetuneError(f"rope type '{rope_type}' is not supported by this GGUF writer: "
-                            "convert the merged model with llama.cpp's convert_hf_to_gguf.py")
-    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    spec = arch_spec(cfg)
+    check_rope(cfg)
     notes = list(merged.notes)
 
     step(0.75, "writing GGUF")
@@ -128,27 +108,11 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     tmp = out.with_name(out.name + ".partial")
     stored = "f16" if gguf_type in K_QUANTS else gguf_type
     written = out.with_name(out.name + ".f16.partial") if gguf_type in K_QUANTS else tmp
-    arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]
-    writer = gguf.GGUFWriter(str(written), arch)
-    name = f"{Path(config.model.name_or_path).name} + {merged.run_dir.name}"
-    writer.add_name(name)
+    model_arch = getattr(gguf.MODEL_ARCH, spec.arch)
+    writer = gguf.GGUFWriter(str(written), gguf.MODEL_ARCH_NAMES[model_arch])
+    writer.add_name(f"{Path(config.model.name_or_path).name} + {merged.run_dir.name}")
     writer.add_type("model")
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_kv)
-    writer.add_rope_freq_base(theta)
-    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
-    writer.add_vocab_size(cfg.vocab_size)
-    writer.add_rope_dimension_count(head_dim)
-    if head_dim != cfg.hidden_size // n_head:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-    if rope_type == "linear":
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(float(rope["factor"]))
+    add_hyperparameters(writer, cfg, spec)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[stored]
     writer.add_file_type(int(file_type))
@@ -160,7 +124,7 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     notes += vocab_notes
 
     # Tensors.
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    name_map = gguf.get_tensor_name_map(model_arch, cfg.num_hidden_layers)
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     counts = {"f32": 0, "f16": 0, "q8_0": 0}
     state = model.state_dict()
@@ -172,11 +136,7 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
             if hf_name.endswith("rotary_emb.inv_freq"):
                 continue
             raise FinetuneError(f"cannot map tensor '{hf_name}' to a GGUF name")
-        data = tensor.detach().to("cpu", torch.float32).numpy()
-        if hf_name.endswith("q_proj.weight"):
-            data = rotary_rows(data, n_head, n_head)
-        elif hf_name.endswith("k_proj.weight"):
-            data = rotary_rows(data, n_head, n_kv)
+        data = tensor_data(hf_name, tensor.detach().to("cpu", torch.float32).numpy(), cfg, spec)
         if data.ndim == 1 or stored == "f32":
             writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float32))
             counts["f32"] += 1
@@ -218,10 +178,16 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
                          "bytes": out.stat().st_size})
 
 
-def gguf_support_message(model_type: str) -> str:
-    return (f"GGUF export here supports Llama-family models ({', '.join(SUPPORTED_TYPES)}), not "
-            f"'{model_type}': export the merged model and convert it with llama.cpp's "
-            "convert_hf_to_gguf.py")
+def check_before_merging(config: RunConfig) -> None:
+    """Refuse, before minutes of merging, a tokenizer, architecture or rotary scaling the
+    writer cannot carry (read from the base's files, weights not loaded)."""
+    check_gguf_tokenizer(models.load_tokenizer(config.model))
+    source = models.resolve_source(config.model.name_or_path)
+    if source.is_local and (Path(source.location) / "config.json").is_file():
+        from transformers import AutoConfig
+        base = AutoConfig.from_pretrained(source.location)
+        arch_spec(models.text_config(base))
+        check_rope(models.text_config(base))
 
 
 def export_gguf(run_dir: str | Path, out_path: str | Path, gguf_type: str = "f16", *,
@@ -233,6 +199,6 @@ def export_gguf(run_dir: str | Path, out_path: str | Path, gguf_type: str = "f16
     """
     out = check_gguf_target(out_path, gguf_type)
     _, config = runs.find_run(run_dir)
-    check_gguf_tokenizer(models.load_tokenizer(config.model))  # before minutes of merging
+    check_before_merging(config)
     merged = load_merged(run_dir, dtype="float32", progress=progress)
     return write_gguf(merged, out, gguf_type, modelfile=modelfile, progress=progress)

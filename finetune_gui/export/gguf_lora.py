@@ -21,7 +21,8 @@ from .. import runs
 from ..errors import FinetuneError
 from ..templates import TemplateSpec
 from .chat_templates import modelfile_text
-from .gguf_export import MODELFILE, SUPPORTED_TYPES, check_gguf_target, rotary_rows, write_gguf
+from .gguf_arch import rotary_rows
+from .gguf_export import MODELFILE, check_before_merging, check_gguf_target, write_gguf
 from .merged import ExportResult, Progress, load_merged, no_progress
 
 PREFIX = "base_model.model."
@@ -58,7 +59,7 @@ def write_lora_tensors(run_root: Path, out: Path, model_config) -> dict:
     """The adapter's A and B matrices as a llama.cpp LoRA file; what was written."""
     import gguf
     config, weights = _adapter(run_root)
-    if model_config.model_type not in SUPPORTED_TYPES:
+    if model_config.model_type not in ("llama", "mistral"):
         raise FinetuneError(f"a llama.cpp LoRA is written here for Llama-family bases only, "
                             f"not '{model_config.model_type}'")
     r, alpha = int(config["r"]), float(config["lora_alpha"])
@@ -102,8 +103,9 @@ def export_gguf_lora(run_dir: str | Path, out_dir: str | Path, base_type: str = 
     step = progress or no_progress
     dest = check_lora_target(out_dir)
     check_gguf_target(dest / BASE_FILE, base_type)
-    paths, _ = runs.find_run(run_dir)
+    paths, config = runs.find_run(run_dir)
     _adapter(paths.root)                      # refuse before loading the base
+    check_before_merging(config)
     base = load_merged(paths.root, dtype="float32", progress=progress, merge=False)
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
