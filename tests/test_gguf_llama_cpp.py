@@ -28,21 +28,26 @@ def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-@pytest.fixture(scope="module")
-def wide_run(tmp_path_factory, embedded_tokenizer) -> Path:
+def wide_llama_run(tmp_path_factory, tok, name: str, **config) -> Path:
+    """A 256-wide, 2-layer random Llama with ``tok``'s vocabulary, tuned for a few steps
+    (k-quants need rows that are a multiple of 256 wide)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    folder = tmp_path_factory.mktemp("wide-llama")
-    tok = embedded_tokenizer
-    config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         initializer_range=0.2, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    folder = tmp_path_factory.mktemp(name)
+    settings = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                    max_position_embeddings=512, tie_word_embeddings=True,
+                    initializer_range=0.2, eos_token_id=tok.eos_token_id,
+                    bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    LlamaForCausalLM(LlamaConfig(**{**settings, **config})).save_pretrained(folder)
     tok.save_pretrained(folder)
-    return train_tiny(folder, tmp_path_factory.mktemp("wide-run") / "run")
+    return train_tiny(folder, tmp_path_factory.mktemp(name + "-run") / "run")
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory, embedded_tokenizer) -> Path:
+    return wide_llama_run(tmp_path_factory, embedded_tokenizer, "wide-llama")
 
 
 @pytest.fixture(scope="module")
@@ -148,18 +153,9 @@ SAMPLES = ["Hello world", "What is code 3?", "two  spaces and\nnew lines\n", "  
 
 @pytest.fixture(scope="module")
 def llama2_run(tmp_path_factory) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    folder = tmp_path_factory.mktemp("llama2-style")
-    tok = llama2_style_tokenizer(folder)
-    config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, vocab_size=len(tok),
-                         max_position_embeddings=512, tie_word_embeddings=False,
-                         initializer_range=0.2, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return train_tiny(folder, tmp_path_factory.mktemp("llama2-run") / "run")
+    tok = llama2_style_tokenizer(tmp_path_factory.mktemp("llama2-tokenizer"))
+    return wide_llama_run(tmp_path_factory, tok, "llama2-style", num_key_value_heads=4,
+                          tie_word_embeddings=False)
 
 
 def test_sentencepiece_vocabulary_round_trips_through_transformers_and_llama_cpp(llama2_run,

@@ -78,7 +78,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> Si
         gguf = gr.Button(ui.t("export.gguf"), scale=1, elem_id="export-gguf")
         ui.text(gguf, value="export.gguf")
     result = gr.Markdown(elem_id="export-status")
-    with gr.Accordion(ui.t("export.api"), open=False) as api_box:
+    with gr.Accordion(ui.t("export.api"), open=False, elem_id="api-box") as api_box:
         ui.text(api_box, label="export.api")
         with gr.Row():
             api_port = gr.Number(value=8000, precision=0, minimum=1024, maximum=65535, scale=1,
@@ -91,7 +91,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> Si
             ui.text(api_start, value="export.api_start")
             ui.text(api_stop, value="export.api_stop")
         api_status = gr.Markdown(elem_id="api-status")
-        api_code = gr.Code(language="python", interactive=False, elem_id="api-snippet")
+        api_code = gr.Code(language="python", interactive=False, elem_id="api-snippet",
+                           label=ui.t("export.api_snippet"))
+        ui.text(api_code, label="export.api_snippet")
     with gr.Accordion(ui.t("export.compare"), open=False) as compare_box:
         ui.text(compare_box, label="export.compare")
         with gr.Row():

@@ -310,6 +310,7 @@ TABLE: dict[str, dict[str, str]] = {
     "export.api_stopped": {"en": "The API is not running.", "zh": "API 未运行。"},
     "export.api_running": {"en": "✅ Serving `{source}` at **{url}** — models {models}; API key {api_key}",
                            "zh": "✅ 正在提供 `{source}`，地址 **{url}** —— 模型 {models}；API 密钥 {api_key}"},
+    "export.api_snippet": {"en": "Python client (the official openai package)", "zh": "Python 客户端（官方 openai 包）"},
     "export.api_key_hidden": {"en": "(started by another user: ask them)", "zh": "（由其他用户启动：请向其索取）"},
     "export.compare": {"en": "Compare runs", "zh": "比较训练"},
     "export.compare_info": {"en": "Pick two or more runs: their loss curves overlaid and the settings that differ.",

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
+
+import openai
 
 import pytest
 
@@ -207,7 +210,25 @@ def test_whole_wizard(app_server, browser, codes_data):
     page.locator("#export-merge").click()
     wait_text(page, "#export-status", "Saved")
     assert (run_dir / "merged" / "config.json").exists()
+
+    # ---- Export: the OpenAI-compatible API, started from the tab, asked by the client -----
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    page.get_by_text("OpenAI-compatible API").click()
+    page.locator("#api-port input").fill(str(port))
+    page.locator("#api-start").click()
+    status = wait_text(page, "#api-status", "Serving")
+    key = re.search(r"sk-[A-Za-z0-9_-]+", status).group(0)
+    assert f"http://127.0.0.1:{port}/v1" in status
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(model=run_dir.name, max_tokens=8,
+                                           messages=[{"role": "user", "content": "What is code 3?"}])
+    assert reply.choices[0].message.content
+    wait_text(page, "#api-snippet", "OpenAI")
     shot(page, "export")
+    page.locator("#api-stop").click()
+    wait_text(page, "#api-status", "not running")
 
     # ---- Language: switch to 简体中文 at run time ---------------------------------------
     page.get_by_label("简体中文").check()
