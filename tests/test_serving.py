@@ -295,3 +295,18 @@ def test_cli_serve_refuses_a_taken_port(tiny_run):
                               timeout=120)
     assert proc.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_a_merged_export_is_served_with_the_runs_template(tiny_run, tmp_path, chat_answers):
+    from finetune_gui.export import export_merged
+    merged = export_merged(tiny_run, tmp_path / "merged").path
+    engine, name = load_engine(merged)
+    assert name == "merged" and not engine.has_adapter
+    background = BackgroundServer(ModelServer(engine, name), "127.0.0.1", free_port()).start()
+    try:
+        client = openai.OpenAI(base_url=background.base_url, api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["merged"]
+        reply = client.chat.completions.create(model="merged", messages=user("What is code 3?"))
+        assert reply.choices[0].message.content == chat_answers["tuned"]["What is code 3?"]
+    finally:
+        background.stop()
