@@ -177,9 +177,11 @@ def test_malformed_and_oversized_bodies(served, client):
 def test_eight_concurrent_clients_are_all_answered_in_batches(served, client, chat_answers):
     before = (served.server.batcher.batches, served.server.batcher.rows)
     answers: dict[int, str] = {}
+    together = threading.Barrier(8)
 
     def ask(i: int) -> None:
         prompt = PROMPTS[i % len(PROMPTS)]
+        together.wait(timeout=60)
         reply = client.chat.completions.create(model=served.server.name, messages=user(prompt))
         answers[i] = reply.choices[0].message.content
 

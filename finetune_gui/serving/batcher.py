@@ -149,6 +149,8 @@ class Batcher:
     def _run(self, batch: list[Job]) -> None:
         params = max((job.params for job in batch), key=lambda p: p.max_new_tokens)
         follower = RowFollower(batch, self.engine.tokenizer, self.engine.stop_ids)
+        self.batches += 1      # counted first: a row's client gets its answer before generate returns
+        self.rows += len(batch)
         try:
             self.engine.generate_batch([job.prompt_ids for job in batch], params,
                                        use_adapter=batch[0].use_adapter,
@@ -160,9 +162,6 @@ class Batcher:
                     job.finish = "error"
                     job.emit({"error": message})
             return
-        finally:
-            self.batches += 1
-            self.rows += len(batch)
         for job in batch:
             if job.finish is None:   # generate ended first (its own length limit)
                 follower.end(job, "length")
