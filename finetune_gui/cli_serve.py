@@ -12,7 +12,7 @@ DEFAULT_PORT = 8000
 
 def cmd_serve(args) -> int:
     from .serving.http import check_port, serve_forever
-    from .serving.server import ModelServer, api_key_for, client_snippet, load_engine
+    from .serving.server import ModelServer, api_key_for, base_url, client_snippet, load_engine
     if not 1 <= args.max_batch <= 64:
         raise FinetuneError("--max-batch must be 1-64")
     key, made_up = api_key_for(args.host, args.api_key or os.environ.get("FINETUNE_GUI_API_KEY"))
@@ -20,12 +20,11 @@ def cmd_serve(args) -> int:
     print(f"loading {args.path} …", file=sys.stderr, flush=True)
     engine, name = load_engine(args.path)
     server = ModelServer(engine, name, api_key=key, max_batch=args.max_batch)
-    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    base_url = f"http://{shown_host}:{args.port}/v1"
-    print(f"serving {', '.join(server.model_ids)} at {base_url} (Ctrl+C stops)", flush=True)
+    url = base_url(args.host, args.port)
+    print(f"serving {', '.join(server.model_ids)} at {url} (Ctrl+C stops)", flush=True)
     if made_up:
         print(f"API key (generated, required off loopback): {key}", flush=True)
-    print("\n" + client_snippet(base_url, name, key), flush=True)
+    print("\n" + client_snippet(url, name, key), flush=True)
     serve_forever(server, args.host, args.port)
     return 0
 

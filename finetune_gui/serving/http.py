@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from ..errors import FinetuneError
 from .protocol import (ApiError, chunk_body, completion_body, completion_id, model_body,
                        models_body, parse_chat_request, usage)
-from .server import ModelServer
+from .server import ModelServer, base_url
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -159,8 +159,7 @@ class BackgroundServer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else host}:{self.port}/v1"
+        return base_url(self.host, self.port)
 
     def start(self, wait_s: float = 20) -> "BackgroundServer":
         check_port(self.host, self.port)

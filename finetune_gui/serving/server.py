@@ -31,6 +31,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def base_url(host: str, port: int) -> str:
+    """The URL clients use: a wildcard host is reached on loopback, IPv6 in brackets."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/v1"
+
+
 def api_key_for(host: str, key: str | None) -> tuple[str | None, bool]:
     """The key to require, and whether it was made up here: always one off loopback."""
     if key:
