@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .config import DataConfig, atomic_write_text
 from .data_files import Progress, RowError, iter_rows
@@ -227,21 +227,35 @@ def check_file(path: str | Path, fmt: str = "auto", *, keep_examples: bool = Tru
             raise DataError(f"{path}: is raw text (a .txt/.md file or a folder): set "
                             f"data.format to auto or text, not {fmt}")
         return read_documents(path)
+    report = DataReport(str(path), fmt, 0)
+    for example in checked_examples(report, progress=progress,
+                                    all_warnings=keep_examples):
+        if keep_examples:
+            report.examples.append(example)
+    return report
+
+
+def checked_examples(report: DataReport, *, progress: Progress | None = None,
+                     all_warnings: bool = False) -> Iterator[Example]:
+    """The good examples of ``report.path`` as its rows are read (format "auto" is sniffed
+    into ``report.format``); bad rows, duplicates and counts go into ``report`` as they
+    come, so that a large file is checked or converted in one pass of flat memory."""
+    path = report.path
     rows = iter_rows(path, progress)
     first = [item for _, item in zip(range(FORMAT_SNIFF_ROWS), rows)]
     if not first:
         raise DataError(f"{path}: the file has no rows")
-    if fmt == "auto":
-        fmt = _sniff_format(path, [row for _, row in first if not isinstance(row, RowError)])
-    report = DataReport(str(path), fmt, 0)
+    if report.format == "auto":
+        report.format = _sniff_format(path, [row for _, row in first
+                                             if not isinstance(row, RowError)])
+    fmt = report.format
     seen: dict[int, str] = {}
-    good = 0
     for where, row in itertools.chain(first, rows):
         report.rows_total += 1
         if isinstance(row, RowError):
             _keep_error(report, row)
             continue
-        if good == 0 and fmt == "alpaca" and str(path).lower().endswith(".csv"):
+        if report.good_rows == 0 and fmt == "alpaca" and str(path).lower().endswith(".csv"):
             _check_csv_columns(path, row)
         row_fmt = detect_row_format(row)
         if row_fmt is not None and row_fmt != fmt:
@@ -253,19 +267,16 @@ def check_file(path: str | Path, fmt: str = "auto", *, keep_examples: bool = Tru
         except ValueError as exc:
             _keep_error(report, RowError(where, str(exc)))
             continue
-        good += 1
+        report.good_rows += 1
         key = hash_example(example)
         if key in seen:
             report.duplicates += 1
-            if keep_examples or len(report.warnings) < MAX_ERRORS_KEPT:
+            if all_warnings or len(report.warnings) < MAX_ERRORS_KEPT:
                 report.warnings.append(f"{where} duplicates {seen[key]}")
         else:
             seen[key] = where
-        if keep_examples:
-            report.examples.append(example)
-    report.good_rows = good
+        yield example
     report.errors.sort(key=lambda e: _where_number(e.where))
-    return report
 
 
 def _keep_error(report: DataReport, error: RowError) -> None:
@@ -323,14 +334,19 @@ def load_examples(cfg: DataConfig, seed: int = 42) -> DataSplit:
         val_report = check_file(cfg.val_path, cfg.format)
         val_report.raise_if_bad()
         return DataSplit(examples, val_report.examples, report)
-    if cfg.val_split <= 0 or len(examples) < 2:
-        return DataSplit(examples, [], report)
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, int(round(len(examples) * cfg.val_split)))
-    val_idx = set(order[:n_val])
+    val_idx = set(held_out_indices(len(examples), cfg.val_split, seed))
     return DataSplit([e for i, e in enumerate(examples) if i not in val_idx],
                      [e for i, e in enumerate(examples) if i in val_idx], report)
+
+
+def held_out_indices(n: int, val_split: float, seed: int) -> list[int]:
+    """Which of ``n`` examples are held out (seeded): one rule for rows read into memory
+    and rows streamed from a large file, so both split a file the same way."""
+    if val_split <= 0 or n < 2:
+        return []
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order[:max(1, int(round(n * val_split)))]
 
 
 # ---- saving edited rows -----------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 JSON Lines, the format of large datasets, is read as a stream: one line at a time from the
 file, so checking a file larger than memory keeps memory flat. JSON, CSV and Parquet are
-read whole (pandas/pyarrow). File-level problems (a spreadsheet, UTF-16, a binary file)
-raise ``DataError`` before any row; a row that cannot be read is a ``RowError``.
+read whole (pandas/pyarrow); a Hub dataset id through ``datasets`` (see ``hub_data``).
+File-level problems (a spreadsheet, UTF-16, a binary file) raise ``DataError`` before any
+row; a row that cannot be read is a ``RowError``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,16 @@ def read_rows(path: str | Path) -> tuple[list[tuple[str, Any]], list[RowError]]:
 def iter_rows(path: str | Path, progress: Progress | None = None
               ) -> Iterator[tuple[str, Any]]:
     """(where, row) for each row of the file, or (where, ``RowError``) for one that could
-    not be read; JSON Lines streamed from the disk, ``progress`` told as it goes."""
+    not be read; JSON Lines streamed from the disk, ``progress`` told as it goes. A Hub
+    dataset id (``org/name[:split]``, see ``hub_data``) is read through ``datasets``."""
+    from .hub_data import hub_rows, is_hub_id
+    if is_hub_id(str(path)):
+        yield from hub_rows(str(path))
+        return
     p = _checked_path(path)
     suffix = p.suffix.lower()
     if suffix == ".parquet":
-        yield from _read_table(p, "parquet")
+        yield from _stream_parquet(p, progress)
         return
     with p.open("rb") as file:
         head = file.read(8192)
@@ -64,7 +70,7 @@ def iter_rows(path: str | Path, progress: Progress | None = None
     if suffix != ".csv" and b"\x00" in head:
         raise DataError(f"{p}: looks like a binary file, not {suffix[1:].upper()} text")
     if suffix == ".csv":
-        yield from _read_table(p, "csv")
+        yield from _read_csv(p)
     elif suffix == ".json":
         yield from _read_json(p, _without_bom(p.read_bytes()))
     else:
@@ -107,6 +113,22 @@ def _stream_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[str, 
         progress(size, size)
 
 
+def _stream_parquet(path: Path, progress: Progress | None) -> Iterator[tuple[str, Any]]:
+    """Parquet one row group's batch at a time (pyarrow), so a large file stays on disk."""
+    import pyarrow.parquet as pq
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types; all mean "unreadable"
+        raise DataError(f"{path}: cannot read PARQUET: {_short_reason(exc, path)}") from None
+    number, total = 0, file.metadata.num_rows
+    for batch in file.iter_batches(batch_size=PROGRESS_EVERY_LINES):
+        for row in batch.to_pylist():
+            number += 1
+            yield f"row {number}", row
+        if progress is not None:
+            progress(number, total)
+
+
 def _jsonl_rows(lines: Iterable[bytes]) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\n")  # a file's lines keep their end; the column counts without
@@ -147,27 +169,22 @@ def _read_json(path: Path, raw: bytes) -> list[tuple[str, Any]]:
     return [(f"item {i}", row) for i, row in enumerate(data, start=1)]
 
 
-def _read_table(path: Path, kind: str) -> list[tuple[str, Any]]:
+def _read_csv(path: Path) -> list[tuple[str, Any]]:
     import pandas as pd
     try:
-        if kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-        else:
-            frame = pd.read_parquet(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
-    except Exception as exc:  # pandas/pyarrow raise many parser types; all mean "unreadable"
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = reason.replace(f" '{path}'", "").replace(str(path), "the file")
-        if len(reason) > 200:
-            reason = reason[:199].rsplit(" ", 1)[0] + "…"
-        raise DataError(f"{path}: cannot read {kind.upper()}: {reason}") from None
-    offset = 2 if kind == "csv" else 1  # CSV: header is line 1
-    label = "line" if kind == "csv" else "row"
-    rows = []
-    for i, record in enumerate(frame.to_dict(orient="records")):
-        rows.append((f"{label} {i + offset}", {k: _plain(v) for k, v in record.items()}))
-    return rows
+    except Exception as exc:  # pandas raises many parser types; all mean "unreadable"
+        raise DataError(f"{path}: cannot read CSV: {_short_reason(exc, path)}") from None
+    return [(f"line {i + 2}", {k: _plain(v) for k, v in record.items()})  # line 1: header
+            for i, record in enumerate(frame.to_dict(orient="records"))]
+
+
+def _short_reason(exc: BaseException, path: Path) -> str:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = reason.replace(f" '{path}'", "").replace(str(path), "the file")
+    return reason if len(reason) <= 200 else reason[:199].rsplit(" ", 1)[0] + "…"
 
 
 def _plain(value: Any) -> Any:

@@ -86,8 +86,8 @@ DATA_CASES = [
      "{p}: is a spreadsheet or ZIP archive renamed to .csv, not CSV text: " + SAVE_AS_CSV, None),
     ("json-scalar", "d.json", b"42", "{p}: expected a JSON list of rows, got int", None),
     ("parquet-garbage", "d.parquet", b"not parquet at all",
-     "{p}: cannot read PARQUET: Could not open Parquet input source: Parquet magic bytes not "
-     "found in footer. Either the file is corrupted or this is not a parquet file.", None),
+     "{p}: cannot read PARQUET: Parquet magic bytes not found in footer. Either the file is "
+     "corrupted or this is not a parquet file.", None),
     ("csv-unterminated-quote", "d.csv", b'instruction,output\n"q,a\n',
      "{p}: cannot read CSV: Error tokenizing data. C error: EOF inside string starting at row 1",
      None),
