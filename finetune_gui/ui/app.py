@@ -28,7 +28,12 @@ CSS = """
 .ft-bar { height: 100%; background: var(--color-accent); transition: width 0.5s; }
 .ft-progress-label { margin-top: 4px; font-variant-numeric: tabular-nums; }
 #status:empty { display: none; }
+/* Until the page's first load has put the session's settings into the fields, the wizard
+   takes no input: a value typed before that load answers would be overwritten by it. */
+body:not(.fg-ready) #tabs { pointer-events: none; opacity: 0.6; }
 """
+# Run in the browser once the first load has answered (ok or not): the wizard takes input.
+PAGE_READY_JS = "() => { document.body.classList.add('fg-ready'); }"
 
 
 def build_app(options: AppOptions | None = None, registry: JobRegistry | None = None):
@@ -185,7 +190,8 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     browser = gr.BrowserState(None, storage_key="finetune_gui_visitor",
                               secret=visitor_secret(ui.workspace))
     demo.load(on_page_load, [state, browser],
-              [*field_comps, *model_view, model.hardware, *train.outputs, browser])
+              [*field_comps, *model_view, model.hardware, *train.outputs, browser]) \
+        .then(None, js=PAGE_READY_JS)
 
     @guarded
     def on_preset_load(st: UserState, path: str):

@@ -51,6 +51,7 @@ def open_tab(page, name: str) -> None:
 
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_selector("body.fg-ready", state="attached")  # not greyed out as it loads
     page.add_style_tag(content=".toast-wrap { display: none !important; }")
     page.wait_for_timeout(400)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -237,3 +238,31 @@ def test_whole_wizard(app_server, browser, codes_data):
     shot(page, "model_zh")
     assert not problems, problems
     print(f"wizard clicked through in {time.time() - t0:.0f}s")
+
+
+def test_wizard_takes_input_only_after_the_first_load(app_server, browser):
+    """A value typed while the page's first load is still on its way would be overwritten
+    when that load answers: until it has, the wizard takes no clicks."""
+    url = app_server[0]
+    page = browser.new_page()
+    held = []
+
+    def hold_first_call(route):
+        if held:
+            route.continue_()
+        else:
+            held.append(route)   # the first load's call: answered when the test says so
+
+    page.route("**/queue/join*", hold_first_call)
+    page.goto(url)
+    page.wait_for_selector("#model-load", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    assert held, "the page made no queued call on load"
+    inert = "() => getComputedStyle(document.querySelector('#tabs')).pointerEvents"
+    assert page.evaluate(inert) == "none"
+    assert not page.evaluate("() => document.body.classList.contains('fg-ready')")
+    held[0].continue_()
+    page.wait_for_selector("body.fg-ready", state="attached", timeout=TIMEOUT_MS)
+    assert page.evaluate(inert) != "none"
+    wait_text(page, "#hardware", "CPU")
+    page.close()
