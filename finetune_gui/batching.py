@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+from typing import Callable, Iterable
+
 import torch
 
 from .documents import document_chunks
@@ -89,15 +93,25 @@ def forward_in_batches(model, encoded: list, pad_id: int, batch_size: int = 8):
             yield chunk, batch, logits
 
 
-def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None,
-                      overlap: int = 0):
-    """A ``datasets.Dataset`` of ids/labels/length plus (truncated, dropped) counts.
+TOKENS_PER_WRITE = 1000  # examples tokenised and written to Arrow at a time
+
+
+def token_features():
+    """The columns of a tokenised dataset, as ``Dataset.from_dict`` infers them (so that
+    rows written in a stream and rows built in memory are the same dataset)."""
+    from datasets import Features, List, Value
+    return Features({"input_ids": List(Value("int32")), "labels": List(Value("int64")),
+                     "length": Value("int64")})
+
+
+def encode_rows(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None,
+                overlap: int = 0) -> tuple[dict[str, list], int, int]:
+    """The columns (ids/labels/length) of ``examples`` plus (truncated, dropped) counts.
 
     A document (raw text) becomes as many rows as it has ``max_len`` chunks (see
     ``finetune_gui.documents``; ``overlap`` tokens of context each), never truncated.
     ``soft``, when given, holds one ``replay.SoftTargets`` (or None) per example: those rows
     are trained towards the base's distributions instead of their tokens alone."""
-    from datasets import Dataset
     rows = {"input_ids": [], "labels": [], "length": []}
     if soft is not None:
         rows.update(soft_ids=[], soft_logp=[])
@@ -120,4 +134,41 @@ def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, sof
             if soft is not None:
                 rows["soft_ids"].append(target.ids[:len(ids)] if target else [])
                 rows["soft_logp"].append(target.logp[:len(ids)] if target else [])
+    return rows, truncated, dropped
+
+
+def tokenize_examples(examples, spec: TemplateSpec, tokenizer, max_len: int, soft=None,
+                      overlap: int = 0):
+    """A ``datasets.Dataset`` in memory of ``encode_rows``, plus (truncated, dropped)."""
+    from datasets import Dataset
+    rows, truncated, dropped = encode_rows(examples, spec, tokenizer, max_len, soft, overlap)
     return Dataset.from_dict(rows), truncated, dropped
+
+
+def with_soft_columns(dataset, features):
+    """``dataset`` with empty replay soft targets (``features``' types, to concatenate with
+    replay rows): its rows are trained on their tokens alone."""
+    empty = [[]] * len(dataset)
+    return (dataset.add_column("soft_ids", empty, feature=features["soft_ids"])
+            .add_column("soft_logp", empty, feature=features["soft_logp"]))
+
+
+def write_tokens(examples: Iterable, file: Path, spec: TemplateSpec, tokenizer, max_len: int,
+                 overlap: int = 0, progress: Callable[[int], None] | None = None):
+    """``tokenize_examples`` as a stream: ``TOKENS_PER_WRITE`` examples at a time are
+    tokenised and written to the Arrow file ``file`` by ``datasets``' writer, so memory
+    stays flat however many there are; returns the file memory-mapped as a ``Dataset``,
+    plus (truncated, dropped). ``progress`` is told the examples done after each write."""
+    from datasets import Dataset
+    from datasets.arrow_writer import ArrowWriter
+    truncated = dropped = done = 0
+    examples = iter(examples)
+    with ArrowWriter(features=token_features(), path=str(file)) as writer:
+        while chunk := list(itertools.islice(examples, TOKENS_PER_WRITE)):
+            rows, cut, lost = encode_rows(chunk, spec, tokenizer, max_len, overlap=overlap)
+            writer.write_batch(rows)
+            truncated, dropped, done = truncated + cut, dropped + lost, done + len(chunk)
+            if progress is not None:
+                progress(done)
+        writer.finalize()
+    return Dataset.from_file(str(file)), truncated, dropped

@@ -22,7 +22,8 @@ from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
 from . import models, runs, speedups
 from .config import RunConfig
-from .data import load_examples, write_examples
+from .data import write_examples
+from .data_stream import load_split
 from .errors import FinetuneError
 from .evaluation.runner import HELDOUT_FILE
 from .batching import PackingCollator, PadCollator
@@ -186,9 +187,11 @@ class TrainingJob:
         cfg = self.config
         spec = TemplateSpec.from_data_config(cfg.data)
         self._update(phase="reading data")
-        split = load_examples(cfg.data, seed=cfg.train.seed)
         method = cfg.train.method
-        split.train = examples_for_method(split.train, method, cfg.data.path, self._log)
+        split = load_split(cfg.data, seed=cfg.train.seed, method=method, progress=lambda
+                           done, size: self._update(phase=f"reading data ({done / size:.0%})"))
+        if isinstance(split.train, list):  # streamed rows are plain instruction rows
+            split.train = examples_for_method(split.train, method, cfg.data.path, self._log)
         if not split.train:
             raise FinetuneError(f"{cfg.data.path}: no usable rows to train on")
         init_adapter = adopt_init_adapter(cfg)
