@@ -131,7 +131,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
     def on_load(st: UserState, typed: str | None):
         apply_values(ui, st, {"data.path": typed})
         path = st.config.data.path
-        ui.workspace.check(path, "data.path")
+        ui.workspace.check_data(path, "data.path")
         st.rows = dv.load_rows(path)
         st.selected_row, st.data_dirty = 1, False
         return render(st)

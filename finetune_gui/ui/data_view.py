@@ -21,6 +21,7 @@ from ..data import DataReport, Example, check_file, save_rows
 from ..data_files import read_rows
 from ..documents import chunk_ids, is_document_source, read_documents
 from ..errors import DataError
+from ..hub_data import is_hub_id
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, example_spans
 
 NUMBER = "#"
@@ -33,6 +34,9 @@ def load_rows(path: str | Path) -> list[dict]:
     """Every row of a data file as a dict, for editing in the page; unreadable lines raise
     with their number. A file too big to edit in a page is refused before it is read (it
     would hold gigabytes and stall every other visitor): training reads it as it is."""
+    if is_hub_id(str(path)):
+        raise DataError(f"{path} is a Hugging Face Hub dataset: training reads it as it is; "
+                        "to see or edit its rows here, download its file and load that")
     p = Path(path)
     size = p.stat().st_size if p.is_file() else 0
     if size > MAX_EDIT_BYTES:

@@ -14,7 +14,7 @@ import gradio as gr
 from ..config import RunConfig, parse_mix
 from .common import Ui, friendly
 from .state import UserState
-from .workspace import PATH_KEYS
+from .workspace import DATA_KEYS, PATH_KEYS
 
 TEXT_EVENTS = ("blur", "submit")
 
@@ -47,11 +47,13 @@ def set_field(ui: Ui, st: UserState, dotted: str, value: Any) -> None:
     """Write one field into the session config; raises ``FinetuneError`` if refused
     (by the config's own checks, or by the shared-app policy on the result)."""
     value = to_config(dotted, value)
-    if dotted in PATH_KEYS and isinstance(value, str) and value.strip():
+    if dotted in DATA_KEYS and isinstance(value, str) and value.strip():
+        ui.workspace.check_data(value, dotted)
+    elif dotted in PATH_KEYS and isinstance(value, str) and value.strip():
         ui.workspace.check(value, dotted)
     if dotted == "data.mix":
         for path, _ in parse_mix(value):
-            ui.workspace.check(path, dotted)
+            ui.workspace.check_data(path, dotted)
     if dotted.startswith("model."):
         trial = st.config.copy()
         trial.set(dotted, value, source="UI")

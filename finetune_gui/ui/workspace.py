@@ -3,9 +3,10 @@
 Locally the person at the keyboard owns the machine, so any path goes. When others can
 reach the app (``--share``, ``--auth``, or a ``--host`` other than loopback) they type paths
 into the UI, load presets and pick runs; every such value must stay inside the workspace
-folders (``presets/``, the runs folder and ``data/uploads/``), and no model may run code
-(remote code, pickle). ``check_config`` is the one place that decides, and it is called
-where a value is used (Start, Resume, Load, Evaluate, Chat, Export), not only where typed.
+folders (``presets/``, the runs folder and ``data/uploads/``) or name a Hub model or
+dataset that is no local path, and no model may run code (remote code, pickle).
+``check_config`` is the one place that decides, and it is called where a value is used
+(Start, Resume, Load, Evaluate, Chat, Export), not only where typed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..config import RunConfig, parse_mix
 from ..errors import ConfigError, FinetuneError
+from ..hub_data import is_hub_id
 from ..models import source_kind
 from ..runs import find_run
 
@@ -26,6 +28,7 @@ MAX_NAME_BYTES = 255   # one folder or file name, on every common file system
 # Config keys whose values are paths the browser user chooses.
 PATH_KEYS = ("data.path", "data.val_path", "data.eval_path", "train.output_dir",
              "train.init_adapter")
+DATA_KEYS = ("data.path", "data.val_path", "data.eval_path")  # these may name Hub datasets
 
 
 class PathNotAllowed(FinetuneError):
@@ -83,6 +86,14 @@ class Workspace:
                                  f"use a path under {names}")
         return p
 
+    def check_data(self, value: str, what: str = "data.path") -> str:
+        """A data source as the reader takes it: a Hub dataset id (which names no file
+        here, so ``datasets`` downloads it as a Hub model is downloaded), or a path that
+        ``check`` allows."""
+        if is_hub_id(value, roots=(self.root,)):
+            return str(value).strip()
+        return str(self.check(value, what))
+
     def check_model(self, config: RunConfig) -> None:
         """When shared: the model comes from the workspace (or the Hub cache, or the embedded
         one) and runs no code from its files."""
@@ -118,10 +129,12 @@ class Workspace:
         for key in PATH_KEYS:
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)
-            if value:
+            if value and key in DATA_KEYS:
+                self.check_data(value, key)
+            elif value:
                 self.check(value, key)
         for path, _ in parse_mix(config.data.mix):
-            self.check(path, "data.mix")
+            self.check_data(path, "data.mix")
         self.check_model(config)
 
     def check_run(self, choice: str | Path, what: str = "run") -> Path:
