@@ -63,7 +63,7 @@ class ModelConfig:
 class DataConfig:
     path: str = _f("presets/data/quillmore_train.jsonl", help=(
         "Training data: .jsonl, .json, .csv or .parquet rows; or raw text: a .txt/.md file "
-        "or a folder of them."))
+        "or a folder of them; or a Hugging Face Hub dataset, org/name or org/name:split."))
     format: str = _f("auto", choices=("auto", "alpaca", "messages", "sharegpt", "preference",
                                       "kto", "text"), help=(
         "Row layout. alpaca = instruction/input/output; messages = OpenAI chat "
