@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from .messages import Message
+
 
 @dataclass
 class GpuInfo:
@@ -28,17 +30,18 @@ class HardwareInfo:
     ram_available_bytes: int
     gpus: list[GpuInfo] = field(default_factory=list)
 
-    def summary_lines(self) -> list[str]:
+    def summary_lines(self) -> list[Message]:
         gib = 1024 ** 3
-        lines = [f"CPU: {self.cpu_name} — {self.cpu_cores} cores"
-                 + (" (bf16 capable)" if self.cpu_bf16 else ""),
-                 f"RAM: {self.ram_available_bytes / gib:.1f} GiB free of "
-                 f"{self.ram_total_bytes / gib:.1f} GiB"]
+        lines = [Message("hw.cpu_bf16" if self.cpu_bf16 else "hw.cpu", name=self.cpu_name,
+                         cores=self.cpu_cores),
+                 Message("hw.ram", free=f"{self.ram_available_bytes / gib:.1f}",
+                         total=f"{self.ram_total_bytes / gib:.1f}")]
         if not self.gpus:
-            lines.append("GPU: none found — training runs on the CPU")
+            lines.append(Message("hw.no_gpu"))
         for gpu in self.gpus:
-            lines.append(f"GPU {gpu.index}: {gpu.name} — {gpu.free_bytes / gib:.1f} GiB free of "
-                         f"{gpu.total_bytes / gib:.1f} GiB")
+            lines.append(Message("hw.gpu", index=gpu.index, name=gpu.name,
+                                 free=f"{gpu.free_bytes / gib:.1f}",
+                                 total=f"{gpu.total_bytes / gib:.1f}"))
         return lines
 
 

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 
 from .config import EMBEDDED_MODEL, ModelConfig
 from .errors import ModelLoadError
+from .messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +349,17 @@ class ModelCard:
     device: str
     linear_names: list[str]
 
-    def summary_lines(self) -> list[str]:
+    def summary_lines(self) -> list[Message]:
         return [
-            f"Architecture: {self.architecture}",
-            f"Parameters: {self.total_params:,} ({self.total_params / 1e6:.1f} M)",
-            f"Layers: {self.layers} · hidden size {self.hidden_size} · vocabulary {self.vocab_size:,}",
-            f"Weights: {self.dtype}, quantization {self.quantization}, on {self.device}",
-            f"Memory footprint: {self.footprint_bytes / 2**20:,.0f} MiB",
-            f"Linear layers (LoRA targets): {', '.join(self.linear_names)}",
+            Message("card.architecture", name=self.architecture),
+            Message("card.parameters", n=f"{self.total_params:,}",
+                    millions=f"{self.total_params / 1e6:.1f}"),
+            Message("card.layers", layers=self.layers, hidden=self.hidden_size,
+                    vocab=f"{self.vocab_size:,}"),
+            Message("card.weights", dtype=self.dtype, quantization=self.quantization,
+                    device=self.device),
+            Message("card.footprint", mib=f"{self.footprint_bytes / 2**20:,.0f}"),
+            Message("card.linear", names=", ".join(self.linear_names)),
         ]
 
 

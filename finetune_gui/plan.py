@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from .config import RunConfig
+from .messages import Message
 
 GIB = 2 ** 30
 # Dequantising a 4-bit base once on a CPU is only worth it with room to spare: the
@@ -150,8 +151,7 @@ def resolve_plan(config: RunConfig, machine: Machine | None = None, *,
             base = load = compute
         elif precision == "bf16":
             base, load = "bfloat16", "float32"
-            notes.append("CPU with native bf16: the frozen base is stored in bf16 after "
-                         "loading, as a GPU would hold it")
+            notes.append(Message("plan.cpu_bf16"))
         else:
             base = load = "float32"
         weights = base
@@ -170,7 +170,7 @@ def resolve_plan(config: RunConfig, machine: Machine | None = None, *,
         if device == "cpu" and precision == "fp16":
             precision = "fp32"
     if m.quantization != "none" and not machine.has_bitsandbytes:
-        notes.append(f"{m.quantization} needs bitsandbytes, which is not installed")
+        notes.append(Message("plan.no_bitsandbytes", quantization=m.quantization))
     optimizer = _optimizer(config, device, base)
     attention = _attention(device, precision, machine)
     speedups = choose_speedups(config, device=device, base_dtype=base, machine=machine,
@@ -232,22 +232,19 @@ def _dequantise_fits(config: RunConfig, machine: Machine, base_params: int | Non
     Where the machine has the RAM, the base is quantised (so its numbers are exactly what
     4-bit gives) and dequantised once, so that every fast path applies."""
     if config.train.speedups == "off":
-        notes.append("4-bit on a CPU kept as 4-bit: speed-ups are off")
+        notes.append(Message("plan.4bit_speedups_off"))
         return False
     params = base_params if base_params is not None else _model_params(config)
     if params is None:
-        notes.append("4-bit kept: the model's size is unknown before loading")
+        notes.append(Message("plan.4bit_size_unknown"))
         return False
     need = (4 if compute == "float32" else 2) * params
     room = DEQUANTISE_RAM_SHARE * machine.ram_available_bytes
     if need > room:
-        notes.append(f"4-bit kept: a {_short(compute)} copy of the base needs {need / GIB:.1f} GiB, more "
-                     f"than {room / GIB:.1f} GiB of the free RAM")
+        notes.append(Message("plan.4bit_no_room", dtype=_short(compute), need=f"{need / GIB:.1f}",
+                             room=f"{room / GIB:.1f}"))
         return False
-    notes.append(f"4-bit on a CPU: the base is quantised to NF4 and dequantised once to "
-                 f"{_short(compute)} "
-                 f"({need / GIB:.1f} GiB, same numbers as dequantising every step) so the "
-                 "fast paths apply")
+    notes.append(Message("plan.4bit_dequantised", dtype=_short(compute), need=f"{need / GIB:.1f}"))
     return True
 
 

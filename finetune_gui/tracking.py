@@ -73,8 +73,12 @@ def run_curves(run_dir: str | Path) -> dict:
             for key in ("loss", "eval_loss")}
 
 
-def loss_figure(curves: dict[str, dict], title: str = "Loss"):
-    """A matplotlib Figure with each run's loss (solid) and eval loss (dashed) overlaid."""
+def loss_figure(curves: dict[str, dict], title: str = "Loss",
+                words: tuple[str, str, str] = ("step", "loss", "eval")):
+    """A matplotlib Figure with each run's loss (solid) and eval loss (dashed) overlaid;
+    ``words`` (x axis, y axis and train series, eval series) let the UI name them in its
+    language."""
+    step_word, loss_word, eval_word = words
     from matplotlib.figure import Figure  # no pyplot: safe outside the main thread
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
@@ -82,13 +86,13 @@ def loss_figure(curves: dict[str, dict], title: str = "Loss"):
         color = f"C{i % 10}"
         if curve.get("loss"):
             steps, values = zip(*curve["loss"])
-            ax.plot(steps, values, color=color, label=f"{label} loss")
+            ax.plot(steps, values, color=color, label=f"{label} {loss_word}")
         if curve.get("eval_loss"):
             steps, values = zip(*curve["eval_loss"])
             ax.plot(steps, values, color=color, linestyle="--", marker="o", markersize=3,
-                    label=f"{label} eval")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+                    label=f"{label} {eval_word}")
+    ax.set_xlabel(step_word)
+    ax.set_ylabel(loss_word)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if curves:

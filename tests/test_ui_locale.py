@@ -49,3 +49,25 @@ def test_every_key_the_app_uses_exists():
     tab = demo.ui.texts[[i for i, x in enumerate(demo.ui.texts)
                          if x.attrs.get("label") == "tab.model"][0]].component
     assert zh[id(tab)]["label"] == t("tab.model", "zh") == "1 · 模型"
+
+
+def test_core_sentences_are_english_text_the_ui_translates():
+    """A core ``Message`` is plain English for the CLI and logs, in Chinese on the page."""
+    import pickle
+
+    from finetune_gui.errors import FinetuneError
+    from finetune_gui.hardware import HardwareInfo
+    from finetune_gui.messages import Message
+    from finetune_gui.ui.common import friendly
+    from finetune_gui.ui.locale import phase, say
+
+    line = HardwareInfo("Xeon", 8, False, 2 ** 31, 2 ** 30).summary_lines()[1]
+    assert line == "RAM: 1.0 GiB free of 2.0 GiB"
+    assert say(line, "zh") == "内存：可用 1.0 GiB，共 2.0 GiB"
+    assert say("plain text", "zh") == "plain text"
+    assert pickle.loads(pickle.dumps(line)).key == "hw.ram"
+    error = FinetuneError(Message("plan.no_bitsandbytes", quantization="4bit"))
+    assert str(error) == "4bit needs bitsandbytes, which is not installed"
+    assert friendly(error, "zh") == "4bit 需要 bitsandbytes，但它没有安装"
+    assert phase("reading data (37%)", "zh") == "读取数据 (37%)"
+    assert phase("a phase no table knows", "zh") == "a phase no table knows"

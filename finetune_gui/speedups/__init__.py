@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from ..messages import Message
+
 SPEEDUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "answer_head": ("safe", ("cpu", "cuda")),
     "fused_lora": ("safe", ("cpu", "cuda")),
@@ -52,7 +54,7 @@ def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: lis
         if name == "dequantise_4bit":
             on = on and base_dtype not in ("nf4", "int8") and config.model.quantization == "4bit"
         if name == "liger" and on and not machine.has_liger:
-            notes.append("Liger kernels skipped: liger-kernel is not installed")
+            notes.append(Message("plan.no_liger"))
             on = False
         if name == "answer_head" and config.train.method != "sft":
             on = False  # TRL's preference trainers project their own head (in chunks)

@@ -49,9 +49,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         ui.text(tuned, label="chat.tuned")
         ui.text(base, label="chat.base")
     with gr.Row():
-        message = gr.Textbox(placeholder=ui.t("chat.placeholder"), show_label=False, scale=5,
-                             max_length=MAX_MESSAGE_CHARS, elem_id="chat-input")
-        ui.text(message, placeholder="chat.placeholder")
+        message = gr.Textbox(label=ui.t("chat.message"), placeholder=ui.t("chat.placeholder"),
+                             show_label=False, scale=5, max_length=MAX_MESSAGE_CHARS,
+                             elem_id="chat-input")
+        ui.text(message, label="chat.message", placeholder="chat.placeholder")
         send = gr.Button(ui.t("chat.send"), variant="primary", scale=1, elem_id="chat-send")
         clear = gr.Button(ui.t("chat.clear"), scale=1, elem_id="chat-clear")
         ui.text(send, value="chat.send")

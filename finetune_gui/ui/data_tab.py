@@ -88,7 +88,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             stats = gr.Markdown(elem_id="data-stats")
         with gr.Column(scale=2):
             hist = gr.BarPlot(x="tokens", y="rows", color="part", label=ui.t("data.hist"),
-                              color_map={"kept": "#3b82f6", "cut": "#ef4444"},
+                              **hist_titles(ui.lang),
                               height=260, elem_id="data-hist")
             ui.text(hist, label="data.hist")
 
@@ -124,7 +124,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         if report is None:
             return [head, table_value, pd.DataFrame(), *editor_values, [],
                     gr.update(visible=False), fatal, gr.skip()]
-        return [head, table_value, dv.error_table(report), *editor_values,
+        return [head, table_value, dv.error_table(report, st.lang), *editor_values,
                 *preview_and_stats(st, report)]
 
     @guarded
@@ -328,7 +328,15 @@ def preview_and_stats(st: UserState, report):
     if stats.limited:
         lines.append(t("data.limited", lang, n=dv.STATS_ROW_LIMIT))
     frame = dv.histogram(stats.lengths, max_len)
-    hist = gr.update(value=frame, sort=list(frame["tokens"]))
+    frame["part"] = [t(f"data.kind.{part}", lang) for part in frame["part"]]
+    hist = gr.update(value=frame, sort=list(frame["tokens"]), **hist_titles(lang))
     shown = gr.update(value=rejected_spans, visible=True) if rejected_spans is not None \
         else gr.update(visible=False)
     return spans, shown, "\n\n".join(lines), hist
+
+
+def hist_titles(lang: str) -> dict:
+    """The length histogram's axes, legend and colours in the page's language."""
+    return {"x_title": t("data.hist_tokens", lang), "y_title": t("data.hist_rows", lang),
+            "color_title": t("data.hist_part", lang),
+            "color_map": {t("data.kind.kept", lang): "#3b82f6", t("data.kind.cut", lang): "#ef4444"}}

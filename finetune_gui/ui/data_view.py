@@ -23,6 +23,7 @@ from ..documents import chunk_ids, is_document_source, read_documents
 from ..errors import DataError
 from ..hub_data import is_hub_id
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, example_spans
+from .locale import t
 
 NUMBER = "#"
 ALPACA_COLUMNS = ["instruction", "input", "output"]
@@ -151,11 +152,11 @@ def row_number(where: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def error_table(report: DataReport) -> pd.DataFrame:
+def error_table(report: DataReport, lang: str = "en") -> pd.DataFrame:
     data = [[row_number(e.where), e.reason] for e in report.errors]
     data += [[row_number(w.split(" duplicates")[0]), w.split(" ", 2)[-1]]
              for w in report.warnings if " duplicates " in w]
-    return pd.DataFrame(data, columns=["row", "problem"])
+    return pd.DataFrame(data, columns=[t("data.row", lang), t("data.problem", lang)])
 
 
 def example_for_row(report: DataReport, number: int):

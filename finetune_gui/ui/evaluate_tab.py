@@ -16,13 +16,14 @@ import pandas as pd
 from .. import runs
 from ..errors import FinetuneError
 from ..evaluation import EvalOptions, evaluate_run, rows_source, saved_results
-from ..evaluation.report import (LABELS, LOWER_IS_BETTER, format_value, keyword_counts,
+from ..evaluation.report import (LOWER_IS_BETTER, format_value, keyword_counts,
                                  rows_worst_first, summary_table, worse_than_base)
 from ..evaluation.runner import result_name
 from .chat_tab import BASE, run_choices
 from .common import Ui, friendly, guarded
 from .jobs import JobRegistry
-from .locale import t
+from .locale import phase, t
+from .notices import ask_on, progress_bar, watch
 from .state import UserState
 from .train_tab import duration
 
@@ -167,6 +168,8 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     start.click(on_evaluate, [state, run, data, base, general, limit, max_new],
                 [progress, summary, table], concurrency_id="evaluate", concurrency_limit=1)
     stop.click(on_stop, [state], None, queue=False)
+    watch(progress)
+    ask_on(start)
     only_worse.input(on_filter, [state, only_worse], [table], queue=False)
     return SimpleNamespace(run=run, refresh=on_refresh, refresh_outputs=[run])
 
@@ -187,12 +190,11 @@ def progress_html(p, lang: str, elapsed: float | None = None, done: bool = False
         pct = 100.0 * p.done / p.total if p.total else 0.0
         status = "finished" if done else "running"
         label = t("eval.progress", lang, done=p.done, total=p.total, pct=f"{pct:.0f}",
-                  phase=p.phase, eta=duration(p.eta), elapsed=duration(elapsed or p.elapsed))
+                  phase=phase(p.phase, lang), eta=duration(p.eta),
+                  elapsed=duration(elapsed or p.elapsed))
         if done:
             label = t("eval.done", lang, seconds=f"{elapsed or p.elapsed:.1f}")
-    return (f'<div class="ft-progress" data-status="{status}">'
-            f'<div class="ft-bar" style="width:{pct:.1f}%"></div></div>'
-            f'<div class="ft-progress-label">{html.escape(label)}</div>')
+    return progress_bar("evaluate", status, pct, label)
 
 
 def summary_markdown(result: dict, lang: str, display=str) -> str:
@@ -209,14 +211,14 @@ def summary_markdown(result: dict, lang: str, display=str) -> str:
         rule += "---:|---:|"
     lines += ["", header, rule]
     for e in summary_table(result):
-        row = f"| {LABELS[e['metric']]} | {format_value(e['metric'], e['tuned'])} |"
+        row = f"| {t('eval.label.' + e['metric'], lang)} | {format_value(e['metric'], e['tuned'])} |"
         if has_base:
             if e["delta"] is None:
                 change = "–"
             else:
                 mark = "" if e["better"] is None else (" ✅" if e["better"] else " 🔻")
                 change = (f"{e['delta']:+.3f}" if e["metric"] in LOWER_IS_BETTER
-                          else f"{e['delta'] * 100:+.1f} pts") + mark
+                          else t("eval.points", lang, n=f"{e['delta'] * 100:+.1f}")) + mark
             row += f" {format_value(e['metric'], e['base'])} | {change} |"
         lines.append(row)
     counts = [keyword_counts(result, side) for side in ("tuned", "base")]

@@ -18,6 +18,7 @@ from .chat_tab import BASE, run_choices
 from .common import Ui, guarded
 from .jobs import JobRegistry
 from .locale import t
+from .notices import ask_on, watch_event
 from .state import UserState
 
 
@@ -153,12 +154,16 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> Si
         compared = tracking.compare_runs(roots)
         table = pd.DataFrame([[key, *map(str, values)]
                               for key, values in compared["config_diff"].items()],
-                             columns=["setting", *compared["runs"]])
+                             columns=[t("export.setting", st.lang), *compared["runs"]])
         scored = compare_evaluations({label: saved_results(root) for label, root
                                       in zip(compared["runs"], roots)})
         scores = pd.DataFrame(scored, columns=[t("export.compare_questions", st.lang),
                                                t("eval.metric", st.lang), *compared["runs"]])
-        return tracking.loss_figure(compared["curves"], title="Loss by run"), table, scores
+        return tracking.loss_figure(compared["curves"], title=t("export.compare_title", st.lang),
+                                    words=(t("train.axis.step", st.lang),
+                                           t("train.axis.loss", st.lang),
+                                           t("train.series.eval", st.lang))), \
+            table, scores
 
     def api_view(st: UserState):
         status = api.status(st.visitor)
@@ -185,9 +190,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> Si
     refresh.click(on_refresh, [state], [run, compare_runs], queue=False)
     for button, handler, inputs in ((merge, on_merge, [state, run, dest]),
                                     (gguf, on_gguf, [state, run, gguf_path, gguf_type])):
-        button.click(lambda: gr.update(interactive=False), None, button, queue=False) \
-            .then(handler, inputs, [result], concurrency_id="export") \
-            .then(lambda: gr.update(interactive=True), None, button, queue=False)
+        ask_on(button, "export")
+        done = button.click(lambda: gr.update(interactive=False), None, button, queue=False) \
+            .then(handler, inputs, [result], concurrency_id="export")
+        done.then(lambda: gr.update(interactive=True), None, button, queue=False)
+        watch_event(done, "export", result)
     compare.click(on_compare, [state, compare_runs], [curves, diff, evals])
     api_box.expand(api_view, [state], [api_status, api_code], queue=False)
     api_start.click(on_api_start, [state, run, api_port], [api_status, api_code],

@@ -1,7 +1,9 @@
 """The one locale table: every text the UI shows, in English and 简体中文.
 
 Field help in English is the config's own metadata (``config.field_help``), so the CLI docs,
-validation and the UI say the same thing; the Chinese help sits beside it here.
+validation and the UI say the same thing; the Chinese help sits beside it
+(``locale_fields``). The core's own sentences (``finetune_gui.messages``) and job phases are
+here too, their Chinese in ``locale_core``: ``say`` and ``phase`` put them in a language.
 ``tests/test_ui_locale.py`` checks that every key exists in both languages with the same
 placeholders.
 """
@@ -11,6 +13,10 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import SECTIONS, RunConfig, field_help
+from ..messages import ENGLISH, Message
+from ..evaluation.report import LABELS
+from .locale_core import PHASES, ZH_MESSAGES, ZH_METRICS
+from .locale_fields import FIELD_LABELS, ZH_HELP
 
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 
@@ -98,6 +104,11 @@ TABLE: dict[str, dict[str, str]] = {
     "data.kind.trained": {"en": "trained", "zh": "训练"},
     "data.kind.masked": {"en": "masked", "zh": "屏蔽"},
     "data.kind.cut": {"en": "cut", "zh": "截断"},
+    "data.kind.kept": {"en": "kept", "zh": "保留"},
+    "data.problem": {"en": "problem", "zh": "问题"},
+    "data.hist_tokens": {"en": "tokens", "zh": "token 数"},
+    "data.hist_rows": {"en": "rows", "zh": "行数"},
+    "data.hist_part": {"en": "part", "zh": "部分"},
     "data.row_invalid": {"en": "Row {n} cannot be used: {reason}", "zh": "第 {n} 行无法使用：{reason}"},
     "data.row_tokens": {"en": "**Row {n}:** {total} tokens, {trained} of them trained.",
                         "zh": "**第 {n} 行：** 共 {total} 个 token，其中 {trained} 个参与训练。"},
@@ -175,6 +186,20 @@ TABLE: dict[str, dict[str, str]] = {
     "train.status.failed": {"en": "failed", "zh": "失败"},
     "train.numbers": {"en": "Loss **{loss}** · eval loss **{eval}** · {points} loss points · {tps} tokens/s · elapsed {elapsed}",
                       "zh": "损失 **{loss}** · 验证损失 **{eval}** · {points} 个损失点 · {tps} token/秒 · 已用时 {elapsed}"},
+    "train.finished": {"en": "finished {steps} steps in {elapsed}", "zh": "完成 {steps} 步，用时 {elapsed}"},
+    "train.early": {"en": "stopped early (eval loss stopped improving)", "zh": "提前停止（验证损失不再下降）"},
+    "train.stopped": {"en": "stopped at step {step}/{total}; resume to continue",
+                      "zh": "停在第 {step}/{total} 步；点击“继续训练”可接着训练"},
+    "train.series.train": {"en": "train", "zh": "训练"},
+    "train.series.eval": {"en": "eval", "zh": "验证"},
+    "train.axis.step": {"en": "step", "zh": "步数"},
+    "train.axis.loss": {"en": "loss", "zh": "损失"},
+    "train.axis.value": {"en": "value", "zh": "数值"},
+    "train.axis.series": {"en": "series", "zh": "曲线"},
+    "train.series.reward_accuracy": {"en": "reward accuracy", "zh": "奖励准确率"},
+    "train.series.reward_margin": {"en": "reward margin", "zh": "奖励差距"},
+    "train.series.logp_chosen": {"en": "logp chosen", "zh": "chosen 对数概率"},
+    "train.series.logp_rejected": {"en": "logp rejected", "zh": "rejected 对数概率"},
     "train.best": {"en": "Kept the adapter of step **{step}**: the lowest eval loss ({loss}).",
                    "zh": "保留了第 **{step}** 步的适配器：验证损失最低（{loss}）。"},
     "train.ram": {"en": "RAM {mib} MiB", "zh": "内存 {mib} MiB"},
@@ -237,6 +262,7 @@ TABLE: dict[str, dict[str, str]] = {
     "eval.tuned": {"en": "Tuned", "zh": "微调后"},
     "eval.base_col": {"en": "Base", "zh": "基础模型"},
     "eval.change": {"en": "Change", "zh": "变化"},
+    "eval.points": {"en": "{n} pts", "zh": "{n} 个百分点"},
     "eval.keyword_counts": {"en": "**Keyword hits:** {hits} of {n} answers name the fact", "zh": "**关键词命中：** {n} 个回答中有 {hits} 个说出了事实"},
     "eval.keyword_counts_base": {"en": "base model: {hits}", "zh": "基础模型：{hits}"},
     "eval.general_kept": {"en": "**General answers kept: {pct}** — the tuned model still answers {kept} of the {n} general questions its base answers right.",
@@ -276,6 +302,7 @@ TABLE: dict[str, dict[str, str]] = {
     "chat.tuned": {"en": "Tuned model", "zh": "微调后的模型"},
     "chat.base": {"en": "Base model (same prompt)", "zh": "基础模型（同一问题）"},
     "chat.placeholder": {"en": "Ask something and press Enter…", "zh": "输入问题并按回车……"},
+    "chat.message": {"en": "Message", "zh": "消息"},
     "chat.send": {"en": "Send", "zh": "发送"},
     "chat.clear": {"en": "Clear", "zh": "清空"},
     "chat.settings": {"en": "System prompt, comparison and generation settings", "zh": "系统提示词、对比与生成参数"},
@@ -316,138 +343,8 @@ TABLE: dict[str, dict[str, str]] = {
     "export.compare_info": {"en": "Pick two or more runs: their loss curves overlaid and the settings that differ.",
                             "zh": "选择两个或更多训练：叠加的损失曲线和不同的设置。"},
     "export.compare_button": {"en": "Compare", "zh": "比较"},
-}
-
-FIELD_LABELS: dict[str, tuple[str, str]] = {
-    "model.name_or_path": ("Model", "模型"),
-    "model.quantization": ("Quantization", "量化"),
-    "model.compute_dtype": ("Compute dtype", "计算精度"),
-    "model.device": ("Device", "设备"),
-    "model.trust_remote_code": ("Trust remote code", "信任远程代码"),
-    "model.allow_pickle": ("Allow pickle weights", "允许 pickle 权重"),
-    "data.path": ("Data file", "数据文件"),
-    "data.format": ("Format", "格式"),
-    "data.template": ("Template", "模板"),
-    "data.custom_template": ("Custom template", "自定义模板"),
-    "data.system_prompt": ("System prompt", "系统提示词"),
-    "data.val_split": ("Validation split", "验证集比例"),
-    "data.val_path": ("Validation file", "验证集文件"),
-    "data.eval_path": ("Evaluation questions", "评估问题文件"),
-    "data.replay_ratio": ("Replay ratio (keep general knowledge)", "回放比例（保留通用知识）"),
-    "data.max_rows": ("Max rows", "最多行数"),
-    "data.chunk_overlap": ("Chunk overlap (raw text)", "分段重叠（原始文本）"),
-    "data.mix": ("Mix in other files (PATH@SHARE, …)", "混入其他文件（路径@比例，……）"),
-    "lora.r": ("Rank r", "秩 r"),
-    "lora.alpha": ("Alpha", "Alpha"),
-    "lora.dropout": ("Dropout", "Dropout"),
-    "lora.target_modules": ("Target layers", "目标层"),
-    "lora.last_layers": ("Only the last N layers", "只适配最后 N 层"),
-    "lora.bias": ("Bias", "偏置"),
-    "lora.use_rslora": ("rsLoRA", "rsLoRA"),
-    "lora.use_dora": ("DoRA", "DoRA"),
-    "lora.modules_to_save": ("Fully trained modules", "全量训练的模块"),
-    "train.output_dir": ("Run folder", "运行目录"),
-    "train.epochs": ("Epochs", "轮数"),
-    "train.max_steps": ("Max steps", "最大步数"),
-    "train.learning_rate": ("Learning rate", "学习率"),
-    "train.batch_size": ("Batch size", "批大小"),
-    "train.grad_accum": ("Gradient accumulation", "梯度累积"),
-    "train.max_seq_len": ("Max sequence length", "最大序列长度"),
-    "train.processes": ("Processes (GPUs)", "进程数（GPU）"),
-    "train.gradient_checkpointing": ("Gradient checkpointing", "梯度检查点"),
-    "train.lr_scheduler": ("Scheduler", "学习率调度"),
-    "train.warmup_ratio": ("Warmup", "预热比例"),
-    "train.weight_decay": ("Weight decay", "权重衰减"),
-    "train.max_grad_norm": ("Gradient clipping", "梯度裁剪"),
-    "train.optimizer": ("Optimizer", "优化器"),
-    "train.precision": ("Precision", "训练精度"),
-    "train.group_by_length": ("Group by length", "按长度分组"),
-    "train.packing": ("Packing (no padding)", "打包（无填充）"),
-    "train.speedups": ("Speed-ups", "加速"),
-    "train.method": ("Method", "方法"),
-    "train.beta": ("Preference beta", "偏好 beta"),
-    "train.init_adapter": ("Start from run", "从已有运行开始"),
-    "train.sft_weight": ("Also learn chosen (weight)", "同时学习 chosen（权重）"),
-    "train.fused_lora": ("Fused LoRA step", "融合 LoRA 计算"),
-    "train.cpu_kernels": ("Fused CPU kernels", "融合 CPU 内核"),
-    "train.logging_steps": ("Log every N steps", "每 N 步记录"),
-    "train.eval_steps": ("Eval every N steps", "每 N 步验证"),
-    "train.early_stopping_patience": ("Early stopping patience", "早停耐心值"),
-    "train.neftune_noise_alpha": ("NEFTune noise", "NEFTune 噪声"),
-    "train.save_steps": ("Save every N steps", "每 N 步保存"),
-    "train.save_total_limit": ("Checkpoints kept", "保留检查点数"),
-    "train.seed": ("Seed", "随机种子"),
-    "generation.max_new_tokens": ("Max new tokens", "最多生成 token"),
-    "generation.temperature": ("Temperature", "温度"),
-    "generation.top_p": ("Top-p", "Top-p"),
-    "generation.top_k": ("Top-k", "Top-k"),
-    "generation.repetition_penalty": ("Repetition penalty", "重复惩罚"),
-}
-
-ZH_HELP: dict[str, str] = {
-    "model.name_or_path": "基础模型：'smollm2-135m-instruct'（内置，可离线）、Hub 模型名、本地文件夹或 .gguf 文件路径。",
-    "model.quantization": "冻结的基础权重如何存储：4bit = NF4 双重量化（QLoRA，最省内存），8bit = LLM.int8，none = 16/32 位（CPU 上最快）。",
-    "model.compute_dtype": "矩阵运算精度。auto = 支持时用 bfloat16，旧 GPU 用 float16，否则 float32。",
-    "model.device": "运行位置。auto = 有 CUDA GPU 时用第一块 GPU，否则用 CPU。",
-    "model.trust_remote_code": "运行模型自带的 Python 代码。仅用于你信任的模型；共享模式下禁用。",
-    "model.allow_pickle": "允许 .bin/.pt 权重（加载时可能执行代码）。关闭时只用 safetensors。",
-    "data.path": "训练数据：.jsonl、.json、.csv 或 .parquet 行；或原始文本：.txt/.md 文件或存放它们的文件夹。",
-    "data.format": "行格式。alpaca = instruction/input/output；messages = OpenAI 对话 [{role, content}]；sharegpt = conversations [{from, value}]；preference = prompt/chosen/rejected（DPO、ORPO）；kto = prompt/completion/label；text = 原始文档（继续预训练：不套模板，每个 token 都计算损失）。auto 自动识别。",
-    "data.template": "每行如何变成文本。model = 分词器自带的对话模板（指令模型推荐）；alpaca = '### Instruction/### Response'；chatml = <|im_start|> 块；custom = 自定义字符串。",
-    "data.custom_template": "模板为 custom 时使用。必须包含 {instruction} 和 {output}，可包含 {input}；{output} 之前的内容都是提示。",
-    "data.system_prompt": "加到每条样本（以及对话）中的系统消息。留空则用模板默认值。",
-    "data.val_split": "留出用于计算验证损失的比例（0 到 0.5），常用 0.1。",
-    "data.val_path": "可选的独立验证集文件；设置后忽略验证集比例。",
-    "data.replay_ratio": "加入由基础模型自己回答的通用问题，每条训练数据对应这么多条（例如 0.3）：微调后的模型能分清新知识的边界，保留原有知识。0 = 关闭。",
-    "data.eval_path": "评估步骤向训练好的模型提问所用的文件：任何带答案和/或关键词的数据文件。留空则用本次训练留出的验证行（验证集比例）。",
-    "data.max_rows": "只使用前 N 行（0 = 全部），用于快速试验。",
-    "data.mix": "混入训练的其他数据文件，每项写成 路径@比例，例如 presets/data/ai_basics_en.jsonl@0.2：训练序列中有这个比例来自该文件（行会重复或抽样以达到比例），其余来自数据文件。可用数据步骤能读的任何格式，包括原始文本；在文档上微调时防止遗忘的常用做法。",
-    "data.chunk_overlap": "原始文本：把上一段末尾的这么多个 token 放在下一段开头作为上下文（不重复训练）。0 = 各段首尾相接；最多为 max_seq_len 的一半。",
-    "lora.r": "LoRA 秩：低秩更新的大小。常用 8-64；越大学得越多，也越占内存。",
-    "lora.alpha": "LoRA 缩放分子：更新乘以 alpha/r。通常为 2 × r。",
-    "lora.dropout": "训练时对 LoRA 输入的 dropout（0 到 0.9），常用 0.05。",
-    "lora.target_modules": "哪些线性层加适配器：全选 = 'all-linear'，或选择 q_proj、v_proj 等。",
-    "lora.last_layers": "只在最后 N 个 Transformer 层上加适配器（0 = 全部）。反向传播到最低的适配层即停止，每步更省时；下面各层保持基础模型自己的权重。",
-    "lora.bias": "同时训练哪些偏置。通常为 none。",
-    "lora.use_rslora": "秩稳定 LoRA：按 alpha/sqrt(r) 而非 alpha/r 缩放；高秩时有帮助。",
-    "lora.use_dora": "DoRA：额外为每个输出学习一个幅度向量；效果略好，速度稍慢。",
-    "lora.modules_to_save": "额外全量训练并随适配器保存的模块（如 lm_head），用逗号分隔。",
-    "train.output_dir": "运行目录：配置、指标、检查点和适配器都保存在这里。",
-    "train.epochs": "遍历训练数据的次数。常用 1-5；数据少时可能需要更多。",
-    "train.max_steps": "训练到这么多优化步后停止（0 = 按轮数）。",
-    "train.learning_rate": "峰值学习率。LoRA 常用 1e-4 到 5e-4；数据很少时可更高。",
-    "train.batch_size": "每个设备每步的样本数。",
-    "train.grad_accum": "累积多少步梯度再更新一次：有效批大小 = batch_size × grad_accum。",
-    "train.max_seq_len": "样本的最大 token 数；更长的会被截断（并计数）。",
-    "train.processes": "在应用里用几个进程训练。1 = 在应用内。更多 = 应用以这么多进程启动 `accelerate launch`（每个 GPU 一个；没有 GPU 时为通过 gloo 同步的 CPU 进程），并跟踪运行目录。",
-    "train.gradient_checkpointing": "反向传播时重算激活：大幅省内存，约慢 30%。",
-    "train.lr_scheduler": "学习率调度方式。",
-    "train.warmup_ratio": "学习率从 0 逐渐升高所占步数的比例。",
-    "train.weight_decay": "LoRA 权重的 AdamW 权重衰减。",
-    "train.max_grad_norm": "把梯度裁剪到这个范数（0 = 关闭）。",
-    "train.optimizer": "auto = GPU 上的 QLoRA 用分页 8 位 AdamW，CPU 上用融合 AdamW，其他情况用普通 AdamW。",
-    "train.precision": "训练的混合精度。auto = 硬件支持时用 bf16。",
-    "train.group_by_length": "把长度相近的样本放在同一批，减少填充浪费的计算。",
-    "train.packing": "把一批样本拼成一条不含填充的序列：样本之间互不注意，位置编号在每个样本处重新开始，损失不变。仅用于监督微调（sft）。",
-    "train.speedups": "训练加速（finetune_gui.speedups）。safe = 相同的数学、更少的内存读写：融合 LoRA、只对回答位置算输出层、快速 dropout 掩码、CPU 上的 C++ 内核、CPU 上把 4-bit 基础模型一次性反量化；all = 另加 CUDA 上的 Liger 内核；off = 全部用各库自己的代码。",
-    "train.fused_lora": "auto = 跟随 speedups。把每个 LoRA 层的训练计算合成一步：数学上相同，内存读写更少（CPU 上约快 1.25 倍）。关闭则用 peft 自己的实现。",
-    "train.cpu_kernels": "auto = 跟随 speedups。在 CPU 上把损失、归一化、SwiGLU、注意力 softmax 和 dropout 掩码换成为本机编译一次的 C++ 内核（约 30 秒，需要 C++ 编译器）：结果相同，内存读写更少。关闭或没有编译器时用 PyTorch 自带的算子。",
-    "train.logging_steps": "每 N 个优化步记录一次损失。",
-    "train.eval_steps": "每 N 步计算一次验证损失（0 = 每轮一次）。",
-    "train.method": "sft = 学会给出这些回答（监督微调）；dpo / orpo = 从 prompt/chosen/rejected 行学会两个回答中哪个更好；kto = 从标为好或坏的回答中学同样的东西。偏好方法使用 TRL 的训练器。",
-    "train.beta": "偏好方法：微调后的模型可以离参考模型多远（dpo、kto：KL 权重；orpo：几率比项的权重）。常用 0.1。",
-    "train.sft_weight": "dpo：同时以这个权重直接学习 chosen 回答（RPO 做法；常用 1）。让 chosen 回答保持高概率；单纯的 DPO 可能把两个回答的概率都压低，使模型退化。0 = 纯 DPO。",
-    "train.init_adapter": "从这个运行的适配器开始（运行目录或适配器目录），例如 DPO 之前的 SFT 运行。使用它的 LoRA 设置；偏好训练的参考模型就是这个适配器。",
-    "train.neftune_noise_alpha": "NEFTune：训练时给输入嵌入加上这个尺度的均匀噪声（常用 5）；一种正则化，可能让回答更好地泛化。0 = 关闭。",
-    "train.early_stopping_patience": "验证损失连续 N 次评估没有改善就停止训练，并保留最佳一次评估的适配器。需要留出验证行（验证集比例）。0 = 关闭。",
-    "train.save_steps": "每 N 步保存一个可继续训练的检查点。",
-    "train.save_total_limit": "只保留最新的 N 个检查点。",
-    "train.seed": "打乱数据、划分验证集和 LoRA 初始化的随机种子。",
-    "generation.max_new_tokens": "回答的最大 token 数。",
-    "generation.temperature": "随机性。0 = 贪心（确定性）；0.7 是常用的创造性设置。",
-    "generation.top_p": "只从累计概率达到 top_p 的最小 token 集合中采样。",
-    "generation.top_k": "只从最可能的 k 个 token 中采样（0 = 关闭）。",
-    "generation.repetition_penalty": "大于 1 时抑制重复已出现的 token。",
+    "export.compare_title": {"en": "Loss by run", "zh": "各训练的损失"},
+    "export.setting": {"en": "setting", "zh": "设置"},
 }
 
 
@@ -469,6 +366,11 @@ def _add_fields() -> None:
 
 
 _add_fields()
+TABLE.update({f"msg.{key}": {"en": en, "zh": ZH_MESSAGES.get(key, "")}
+              for key, en in ENGLISH.items()})
+TABLE.update({f"phase.{en}": {"en": en, "zh": zh} for en, zh in PHASES.items()})
+TABLE.update({f"eval.label.{key}": {"en": en, "zh": ZH_METRICS.get(key, "")}
+              for key, en in LABELS.items()})
 
 
 def t(key: str, lang: str = "en", **values) -> str:
@@ -476,3 +378,18 @@ def t(key: str, lang: str = "en", **values) -> str:
     entry = TABLE[key]
     text = entry.get(lang) or entry["en"]
     return text.format(**values) if values else text
+
+
+def say(text: str, lang: str = "en") -> str:
+    """A core sentence in ``lang``: a ``Message`` by its key, any other text as it is."""
+    if isinstance(text, Message):
+        return t(f"msg.{text.key}", lang, **{k: say(v, lang) if isinstance(v, str) else v
+                                             for k, v in text.values.items()})
+    return text
+
+
+def phase(text: str, lang: str = "en") -> str:
+    """A job's phase in ``lang``: 'reading data (37%)' keeps its figure; unknown ones as they are."""
+    name, sep, rest = (text or "").partition(" (")
+    entry = TABLE.get(f"phase.{name}")
+    return (entry.get(lang) or entry["en"]) + sep + rest if entry else text

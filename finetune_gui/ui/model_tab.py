@@ -11,6 +11,7 @@ from .. import hardware, models
 from ..plan import resolve_plan
 from ..config import EMBEDDED_MODEL
 from .common import Ui, guarded, markdown_lines
+from .locale import say, t
 from .lora_count import structure_of
 from ..models import source_kind
 from .state import UserState
@@ -19,7 +20,6 @@ SOURCES = ("embedded", "hub", "folder", "gguf")
 
 
 def source_choices(lang: str) -> list[tuple[str, str]]:
-    from .locale import t
     return [(t(f"model.source.{s}", lang), s) for s in SOURCES]
 
 
@@ -107,7 +107,6 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
 
 
 def _t(key: str, lang: str, **kw) -> str:
-    from .locale import t
     return t(key, lang, **kw)
 
 
@@ -121,13 +120,13 @@ def card_markdown(st: UserState, seconds: float | None = None) -> str:
     head = f"### ✅ {_t('model.loaded', st.lang, name=st.config.model.name_or_path)}"
     if seconds is not None:
         head += f" ({seconds:.1f} s)"
-    return head + "\n\n" + markdown_lines(st.card.summary_lines())
+    return head + "\n\n" + markdown_lines([say(line, st.lang) for line in st.card.summary_lines()])
 
 
 def hardware_markdown(lang: str) -> str:
     info = hardware.detect()
     used = hardware.process_memory()
-    lines = info.summary_lines()
+    lines = [say(line, lang) for line in info.summary_lines()]
     lines.append(_t("model.app_memory", lang, mib=f"{used['rss_bytes'] / 2**20:,.0f}"))
     return markdown_lines(lines)
 

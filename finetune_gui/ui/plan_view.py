@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..config import RunConfig
 from ..errors import FinetuneError
-from .locale import t
+from .common import friendly
+from .locale import say, t
 
 GIB = 1024 ** 3
 
@@ -37,7 +38,7 @@ def plan_text(config: RunConfig, lang: str) -> str:
     try:
         plan = resolve_plan(config)
     except FinetuneError as exc:
-        return f"⚠️ {exc}"
+        return f"⚠️ {friendly(exc, lang)}"
     lines = [plan_table(plan.rows(), lang)]
-    lines += [f"- {note}" for note in plan.notes]
+    lines += [f"- {say(note, lang)}" for note in plan.notes]
     return "\n\n".join(lines)

@@ -7,7 +7,6 @@ the job running.
 
 from __future__ import annotations
 
-import html
 from types import SimpleNamespace
 
 import gradio as gr
@@ -20,7 +19,8 @@ from . import advice_box
 from .common import Ui, guarded
 from .fields import apply_values
 from .jobs import JobRegistry
-from .locale import t
+from .locale import phase, say, t
+from .notices import ask_on, progress_bar, watch
 from .plan_view import plan_text
 from .state import UserState
 
@@ -80,15 +80,19 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             stats = gr.Markdown(elem_id="train-stats")
             plot = gr.LinePlot(empty_plot(), x="step", y="loss", color="series",
                                label=ui.t("train.plot"), height=280,
-                               color_map={"train": "#3b82f6", "eval": "#f97316"},
+                               **plot_titles("loss", ui.lang),
+                               color_map={ui.t("train.series.train"): "#3b82f6",
+                                          ui.t("train.series.eval"): "#f97316"},
                                elem_id="train-plot")
             ui.text(plot, label="train.plot")
             with gr.Row(visible=False) as preference_row:
                 rewards = gr.LinePlot(empty_plot(), x="step", y="value", color="series",
                                       label=ui.t("train.preference_plot"), height=220,
+                                      **plot_titles("value", ui.lang),
                                       elem_id="train-rewards")
                 logps = gr.LinePlot(empty_plot(), x="step", y="value", color="series",
                                     label=ui.t("train.logp_plot"), height=220,
+                                    **plot_titles("value", ui.lang),
                                     elem_id="train-logps")
             ui.text(rewards, label="train.preference_plot")
             ui.text(logps, label="train.logp_plot")
@@ -151,9 +155,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         points = len(s.loss) + len(s.eval_loss)
         plot_value = reward_value = logp_value = shown = gr.skip()
         if points != st.drawn_points:
-            plot_value, st.drawn_points = loss_frame(s), points
-            reward_value = preference_frame(s, ("reward_accuracy", "reward_margin"))
-            logp_value = preference_frame(s, ("logp_chosen", "logp_rejected"))
+            plot_value, st.drawn_points = loss_plot(s, lang), points
+            reward_value = preference_frame(s, ("reward_accuracy", "reward_margin"), lang)
+            logp_value = preference_frame(s, ("logp_chosen", "logp_rejected"), lang)
             shown = gr.update(visible=bool(s.preference))
         log_value = gr.skip()
         if len(s.log) != st.drawn_log:
@@ -172,6 +176,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         start.click(on_start, [state, *fields], outputs, concurrency_id="train-control")
         resume.click(on_resume, [state, *fields], outputs, concurrency_id="train-control")
     stop.click(on_stop, [state], outputs, queue=False)
+    watch(progress)
+    ask_on(start)
+    ask_on(resume)
     timer.tick(poll, [state], outputs, queue=False, show_progress="hidden")
 
     def attach(st: UserState):
@@ -192,22 +199,35 @@ def empty_plot() -> pd.DataFrame:
                          "series": pd.Series(dtype=str)})
 
 
-def loss_frame(s: JobState) -> pd.DataFrame:
-    rows = [(step, loss, "train") for step, loss in s.loss]
-    rows += [(step, loss, "eval") for step, loss in s.eval_loss]
+def loss_frame(s: JobState, lang: str = "en") -> pd.DataFrame:
+    rows = [(step, loss, t("train.series.train", lang)) for step, loss in s.loss]
+    rows += [(step, loss, t("train.series.eval", lang)) for step, loss in s.eval_loss]
     if not rows:
         return empty_plot()
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
-def preference_frame(s: JobState, names: tuple[str, ...]) -> pd.DataFrame:
+def loss_plot(s: JobState, lang: str):
+    """The loss chart with its axes, legend and colours in the page's language."""
+    return gr.update(value=loss_frame(s, lang), **plot_titles("loss", lang), color_map={
+        t("train.series.train", lang): "#3b82f6", t("train.series.eval", lang): "#f97316"})
+
+
+def plot_titles(y: str, lang: str) -> dict:
+    return {"x_title": t("train.axis.step", lang), "y_title": t(f"train.axis.{y}", lang),
+            "color_title": t("train.axis.series", lang)}
+
+
+def preference_frame(s: JobState, names: tuple[str, ...], lang: str = "en"):
     """Preference curves (reward accuracy and margin, or the two log-probabilities)."""
-    rows = [(step, value, name.replace("_", " ")) for name in names
+    rows = [(step, value, t(f"train.series.{name}", lang)) for name in names
             for step, value in s.preference.get(name, [])]
     if not rows:
-        return pd.DataFrame({"step": pd.Series(dtype=int), "value": pd.Series(dtype=float),
-                             "series": pd.Series(dtype=str)})
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
+        frame = pd.DataFrame({"step": pd.Series(dtype=int), "value": pd.Series(dtype=float),
+                              "series": pd.Series(dtype=str)})
+    else:
+        frame = pd.DataFrame(rows, columns=["step", "value", "series"])
+    return gr.update(value=frame, **plot_titles("value", lang))
 
 
 def duration(seconds: float | None) -> str:
@@ -219,24 +239,27 @@ def duration(seconds: float | None) -> str:
 
 def progress_html(s: JobState | None, lang: str) -> str:
     if s is None:
-        label, pct, status = t("train.idle", lang), 0.0, "idle"
-    else:
-        status = s.status
-        pct = 100.0 * s.step / s.total_steps if s.total_steps else 0.0
-        if s.status == "finished":
-            pct = 100.0
-        phase = s.phase or t(f"train.status.{s.status}", lang)
-        label = t("train.progress", lang, step=s.step, total=s.total_steps or "?",
-                  pct=f"{pct:.0f}", eta=duration(s.eta_seconds), phase=phase)
-    return (f'<div class="ft-progress" data-status="{status}">'
-            f'<div class="ft-bar" style="width:{pct:.1f}%"></div></div>'
-            f'<div class="ft-progress-label">{html.escape(label)}</div>')
+        return progress_bar("train", "idle", 0.0, t("train.idle", lang))
+    pct = 100.0 * s.step / s.total_steps if s.total_steps else 0.0
+    if s.status == "finished":
+        pct = 100.0
+    shown = phase(s.phase, lang) or t(f"train.status.{s.status}", lang)
+    label = t("train.progress", lang, step=s.step, total=s.total_steps or "?",
+              pct=f"{pct:.0f}", eta=duration(s.eta_seconds), phase=shown)
+    return progress_bar("train", s.status, pct, label)
 
 
 def stats_markdown(s: JobState, lang: str) -> str:
     lines = [f"**{t('train.status', lang)}:** {t(f'train.status.{s.status}', lang)}"]
-    if s.message:
-        lines[0] += f" — {s.message}"
+    if s.status == "finished":   # the job's own message is English: the same, in the page's
+        lines[0] += " — " + t("train.finished", lang, steps=s.step,
+                              elapsed=duration(s.elapsed_seconds))
+        if s.total_steps and s.step < s.total_steps:
+            lines[0] += "; " + t("train.early", lang)
+    elif s.status == "stopped":
+        lines[0] += " — " + t("train.stopped", lang, step=s.step, total=s.total_steps or "?")
+    elif s.message:
+        lines[0] += f" — {say(s.message, lang)}"
     last = f"{s.loss[-1][1]:.4f}" if s.loss else "–"
     last_eval = f"{s.eval_loss[-1][1]:.4f}" if s.eval_loss else "–"
     lines.append(t("train.numbers", lang, loss=last, eval=last_eval, points=len(s.loss),

@@ -1,0 +1,57 @@
+"""Sentences the core writes for people, kept by key so the UI can say them in its language.
+
+A ``Message`` is the English text itself (a ``str``: the CLI, logs and JSON use it as is)
+that also remembers its key and values; the UI's locale table holds the other languages
+under ``msg.<key>`` and formats the same values (``finetune_gui.ui.locale.say``). The core
+never imports the UI.
+"""
+
+from __future__ import annotations
+
+ENGLISH: dict[str, str] = {
+    # hardware panel (hardware.HardwareInfo.summary_lines)
+    "hw.cpu": "CPU: {name} — {cores} cores",
+    "hw.cpu_bf16": "CPU: {name} — {cores} cores (bf16 capable)",
+    "hw.ram": "RAM: {free} GiB free of {total} GiB",
+    "hw.no_gpu": "GPU: none found — training runs on the CPU",
+    "hw.gpu": "GPU {index}: {name} — {free} GiB free of {total} GiB",
+    # model card (models.ModelCard.summary_lines)
+    "card.architecture": "Architecture: {name}",
+    "card.parameters": "Parameters: {n} ({millions} M)",
+    "card.layers": "Layers: {layers} · hidden size {hidden} · vocabulary {vocab}",
+    "card.weights": "Weights: {dtype}, quantization {quantization}, on {device}",
+    "card.footprint": "Memory footprint: {mib} MiB",
+    "card.linear": "Linear layers (LoRA targets): {names}",
+    # execution plan notes (plan.resolve_plan)
+    "plan.cpu_bf16": "CPU with native bf16: the frozen base is stored in bf16 after loading, "
+                     "as a GPU would hold it",
+    "plan.no_bitsandbytes": "{quantization} needs bitsandbytes, which is not installed",
+    "plan.4bit_speedups_off": "4-bit on a CPU kept as 4-bit: speed-ups are off",
+    "plan.4bit_size_unknown": "4-bit kept: the model's size is unknown before loading",
+    "plan.4bit_no_room": "4-bit kept: a {dtype} copy of the base needs {need} GiB, more than "
+                         "{room} GiB of the free RAM",
+    "plan.4bit_dequantised": "4-bit on a CPU: the base is quantised to NF4 and dequantised "
+                             "once to {dtype} ({need} GiB, same numbers as dequantising every "
+                             "step) so the fast paths apply",
+    "plan.no_liger": "Liger kernels skipped: liger-kernel is not installed",
+}
+
+
+class Message(str):
+    """The English sentence for ``key`` with ``values``; ``.key``/``.values`` let the UI
+    translate it."""
+
+    key: str
+    values: dict
+
+    def __new__(cls, key: str, **values) -> "Message":
+        self = super().__new__(cls, ENGLISH[key].format(**values))
+        self.key, self.values = key, values
+        return self
+
+    def __reduce__(self):   # str's own would rebuild it from the English text alone
+        return _rebuild, (self.key, self.values)
+
+
+def _rebuild(key: str, values: dict) -> Message:
+    return Message(key, **values)
