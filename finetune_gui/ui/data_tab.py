@@ -13,7 +13,7 @@ from ..templates import TemplateSpec
 from . import data_view as dv
 from .common import Ui, friendly, guarded
 from .fields import apply_values
-from .locale import t
+from .locale import colors_by_name, t
 from .state import UserState
 
 KINDS = ("trained", "masked", "cut")
@@ -89,6 +89,8 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         with gr.Column(scale=2):
             hist = gr.BarPlot(x="tokens", y="rows", color="part", label=ui.t("data.hist"),
                               **hist_titles(ui.lang),
+                              color_map=colors_by_name({"data.kind.kept": "#3b82f6",
+                                                        "data.kind.cut": "#ef4444"}),
                               height=260, elem_id="data-hist")
             ui.text(hist, label="data.hist")
 
@@ -336,7 +338,6 @@ def preview_and_stats(st: UserState, report):
 
 
 def hist_titles(lang: str) -> dict:
-    """The length histogram's axes, legend and colours in the page's language."""
+    """The length histogram's axes and legend in the page's language."""
     return {"x_title": t("data.hist_tokens", lang), "y_title": t("data.hist_rows", lang),
-            "color_title": t("data.hist_part", lang),
-            "color_map": {t("data.kind.kept", lang): "#3b82f6", t("data.kind.cut", lang): "#ef4444"}}
+            "color_title": t("data.hist_part", lang)}

@@ -167,11 +167,12 @@ TABLE: dict[str, dict[str, str]] = {
     "train.start": {"en": "▶ Start training", "zh": "▶ 开始训练"},
     "train.stop": {"en": "■ Stop (saves a checkpoint)", "zh": "■ 停止（保存检查点）"},
     "train.resume": {"en": "↻ Resume", "zh": "↻ 继续训练"},
-    "train.plot": {"en": "Loss (train and eval)", "zh": "损失（训练与验证）"},
-    "train.preference_plot": {"en": "Preference: reward accuracy and margin",
-                              "zh": "偏好：奖励准确率与差距"},
-    "train.logp_plot": {"en": "Log-probability of the chosen and rejected answers",
-                        "zh": "chosen 与 rejected 回答的对数概率"},
+    "train.plot": {"en": "Loss: train (blue) and eval (orange)",
+                   "zh": "损失：训练（蓝）与验证（橙）"},
+    "train.preference_plot": {"en": "Preference: reward accuracy (blue) and margin (orange)",
+                              "zh": "偏好：奖励准确率（蓝）与差距（橙）"},
+    "train.logp_plot": {"en": "Log-probability of the chosen (blue) and rejected (orange) answers",
+                        "zh": "chosen（蓝）与 rejected（橙）回答的对数概率"},
     "train.log": {"en": "Log", "zh": "日志"},
     "train.idle": {"en": "No training job on this server yet.", "zh": "服务器上还没有训练任务。"},
     "train.progress": {"en": "Step {step}/{total} · {pct}% · ETA {eta} · {phase}",
@@ -190,16 +191,10 @@ TABLE: dict[str, dict[str, str]] = {
     "train.early": {"en": "stopped early (eval loss stopped improving)", "zh": "提前停止（验证损失不再下降）"},
     "train.stopped": {"en": "stopped at step {step}/{total}; resume to continue",
                       "zh": "停在第 {step}/{total} 步；点击“继续训练”可接着训练"},
-    "train.series.train": {"en": "train", "zh": "训练"},
     "train.series.eval": {"en": "eval", "zh": "验证"},
     "train.axis.step": {"en": "step", "zh": "步数"},
     "train.axis.loss": {"en": "loss", "zh": "损失"},
     "train.axis.value": {"en": "value", "zh": "数值"},
-    "train.axis.series": {"en": "series", "zh": "曲线"},
-    "train.series.reward_accuracy": {"en": "reward accuracy", "zh": "奖励准确率"},
-    "train.series.reward_margin": {"en": "reward margin", "zh": "奖励差距"},
-    "train.series.logp_chosen": {"en": "logp chosen", "zh": "chosen 对数概率"},
-    "train.series.logp_rejected": {"en": "logp rejected", "zh": "rejected 对数概率"},
     "train.best": {"en": "Kept the adapter of step **{step}**: the lowest eval loss ({loss}).",
                    "zh": "保留了第 **{step}** 步的适配器：验证损失最低（{loss}）。"},
     "train.ram": {"en": "RAM {mib} MiB", "zh": "内存 {mib} MiB"},
@@ -378,6 +373,14 @@ def t(key: str, lang: str = "en", **values) -> str:
     entry = TABLE[key]
     text = entry.get(lang) or entry["en"]
     return text.format(**values) if values else text
+
+
+def colors_by_name(colors: dict[str, str]) -> dict[str, str]:
+    """A chart's ``color_map`` from locale keys: each series' name in every language gets
+    its colour. The chart colours the names its data holds, so one map serves a page in
+    any language (a map sent with each update reached the chart after its data: lines
+    whose name it lacked were drawn without a colour, i.e. not at all)."""
+    return {t(key, lang): color for key, color in colors.items() for lang in LANGUAGES}
 
 
 def say(text: str, lang: str = "en") -> str:

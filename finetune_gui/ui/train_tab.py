@@ -7,6 +7,7 @@ the job running.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import gradio as gr
@@ -78,24 +79,12 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.text(button, value=key)
             progress = gr.HTML(progress_html(None, ui.lang), elem_id="train-progress")
             stats = gr.Markdown(elem_id="train-stats")
-            plot = gr.LinePlot(empty_plot(), x="step", y="loss", color="series",
-                               label=ui.t("train.plot"), height=280,
-                               **plot_titles("loss", ui.lang),
-                               color_map={ui.t("train.series.train"): "#3b82f6",
-                                          ui.t("train.series.eval"): "#f97316"},
-                               elem_id="train-plot")
-            ui.text(plot, label="train.plot")
+            plot = curve_plot(ui, "loss", "train.plot", height=280, elem_id="train-plot")
             with gr.Row(visible=False) as preference_row:
-                rewards = gr.LinePlot(empty_plot(), x="step", y="value", color="series",
-                                      label=ui.t("train.preference_plot"), height=220,
-                                      **plot_titles("value", ui.lang),
-                                      elem_id="train-rewards")
-                logps = gr.LinePlot(empty_plot(), x="step", y="value", color="series",
-                                    label=ui.t("train.logp_plot"), height=220,
-                                    **plot_titles("value", ui.lang),
-                                    elem_id="train-logps")
-            ui.text(rewards, label="train.preference_plot")
-            ui.text(logps, label="train.logp_plot")
+                rewards = curve_plot(ui, "rewards", "train.preference_plot", height=220,
+                                     elem_id="train-rewards")
+                logps = curve_plot(ui, "logps", "train.logp_plot", height=220,
+                                   elem_id="train-logps")
             logs = gr.Textbox(label=ui.t("train.log"), lines=10, max_lines=10, autoscroll=True,
                               interactive=False, elem_id="train-log")
             ui.text(logs, label="train.log")
@@ -155,9 +144,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
         points = len(s.loss) + len(s.eval_loss)
         plot_value = reward_value = logp_value = shown = gr.skip()
         if points != st.drawn_points:
-            plot_value, st.drawn_points = loss_plot(s, lang), points
-            reward_value = preference_frame(s, ("reward_accuracy", "reward_margin"), lang)
-            logp_value = preference_frame(s, ("logp_chosen", "logp_rejected"), lang)
+            plot_value, st.drawn_points = curve_update(loss_points(s), "loss"), points
+            reward_value = curve_update(s.preference, "rewards")
+            logp_value = curve_update(s.preference, "logps")
             shown = gr.update(visible=bool(s.preference))
         log_value = gr.skip()
         if len(s.log) != st.drawn_log:
@@ -194,40 +183,40 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                            advice=advice, plan=plan_box, plan_refresh=plan_refresh)
 
 
-def empty_plot() -> pd.DataFrame:
-    return pd.DataFrame({"step": pd.Series(dtype=int), "loss": pd.Series(dtype=float),
-                         "series": pd.Series(dtype=str)})
+# A chart fixes each series' colour from the series names it held when it was drawn first:
+# a series that appears later (eval after the first evaluation) or under a translated name
+# was drawn without a colour, i.e. not at all. So the names never change, every frame holds
+# both series (an empty one as a NaN row), and the chart's label says which colour is which.
+FIRST, SECOND = "#3b82f6", "#f97316"
+CURVES = {"loss": ("train", "eval"), "rewards": ("reward_accuracy", "reward_margin"),
+          "logps": ("logp_chosen", "logp_rejected")}
 
 
-def loss_frame(s: JobState, lang: str = "en") -> pd.DataFrame:
-    rows = [(step, loss, t("train.series.train", lang)) for step, loss in s.loss]
-    rows += [(step, loss, t("train.series.eval", lang)) for step, loss in s.eval_loss]
-    if not rows:
-        return empty_plot()
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+def curve_plot(ui: Ui, chart: str, label: str, **kw) -> gr.LinePlot:
+    """A two-series line chart (``CURVES[chart]``) whose label, not a legend, names them."""
+    y = "loss" if chart == "loss" else "value"
+    first, second = CURVES[chart]
+    plot = gr.LinePlot(curve_frame({}, chart), x="step", y=y, color="series",
+                       color_map={first: FIRST, second: SECOND}, colors_in_legend=[],
+                       label=ui.t(label), x_title=ui.t("train.axis.step"),
+                       y_title=ui.t(f"train.axis.{y}"), **kw)
+    return ui.text(plot, label=label, x_title="train.axis.step", y_title=f"train.axis.{y}")
 
 
-def loss_plot(s: JobState, lang: str):
-    """The loss chart with its axes, legend and colours in the page's language."""
-    return gr.update(value=loss_frame(s, lang), **plot_titles("loss", lang), color_map={
-        t("train.series.train", lang): "#3b82f6", t("train.series.eval", lang): "#f97316"})
+def curve_frame(points: dict[str, list], chart: str) -> pd.DataFrame:
+    names = CURVES[chart]
+    rows = [(float(step), float(value), name) for name in names
+            for step, value in points.get(name, [])]
+    rows += [(math.nan, math.nan, name) for name in names]
+    return pd.DataFrame(rows, columns=["step", "loss" if chart == "loss" else "value", "series"])
 
 
-def plot_titles(y: str, lang: str) -> dict:
-    return {"x_title": t("train.axis.step", lang), "y_title": t(f"train.axis.{y}", lang),
-            "color_title": t("train.axis.series", lang)}
+def curve_update(points: dict[str, list], chart: str):
+    return gr.update(value=curve_frame(points, chart))
 
 
-def preference_frame(s: JobState, names: tuple[str, ...], lang: str = "en"):
-    """Preference curves (reward accuracy and margin, or the two log-probabilities)."""
-    rows = [(step, value, t(f"train.series.{name}", lang)) for name in names
-            for step, value in s.preference.get(name, [])]
-    if not rows:
-        frame = pd.DataFrame({"step": pd.Series(dtype=int), "value": pd.Series(dtype=float),
-                              "series": pd.Series(dtype=str)})
-    else:
-        frame = pd.DataFrame(rows, columns=["step", "value", "series"])
-    return gr.update(value=frame, **plot_titles("value", lang))
+def loss_points(s: JobState) -> dict[str, list]:
+    return {"train": s.loss, "eval": s.eval_loss}
 
 
 def duration(seconds: float | None) -> str:

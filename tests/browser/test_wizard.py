@@ -245,15 +245,15 @@ def test_wizard_takes_input_only_after_the_first_load(app_server, browser):
     when that load answers: until it has, the wizard takes no clicks."""
     url = app_server[0]
     page = browser.new_page()
-    held = []
+    held, holding = [], [True]
 
-    def hold_first_call(route):
-        if held:
-            route.continue_()
+    def hold_calls(route):
+        if holding[0]:
+            held.append(route)   # the first load's call among them: answered when told
         else:
-            held.append(route)   # the first load's call: answered when the test says so
+            route.continue_()
 
-    page.route("**/queue/join*", hold_first_call)
+    page.route("**/queue/join*", hold_calls)
     page.goto(url)
     page.wait_for_selector("#model-load", timeout=TIMEOUT_MS)
     page.wait_for_timeout(500)
@@ -261,7 +261,9 @@ def test_wizard_takes_input_only_after_the_first_load(app_server, browser):
     inert = "() => getComputedStyle(document.querySelector('#tabs')).pointerEvents"
     assert page.evaluate(inert) == "none"
     assert not page.evaluate("() => document.body.classList.contains('fg-ready')")
-    held[0].continue_()
+    holding[0] = False
+    for route in held:
+        route.continue_()
     page.wait_for_selector("body.fg-ready", state="attached", timeout=TIMEOUT_MS)
     assert page.evaluate(inert) != "none"
     wait_text(page, "#hardware", "CPU")
