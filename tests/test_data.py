@@ -12,7 +12,8 @@ ALPACA = {"instruction": "Say hi", "input": "", "output": "hi"}
 
 
 @pytest.mark.parametrize("name", ["ai_basics_en.jsonl", "ai_basics_zh.jsonl",
-                                  "quillmore_train.jsonl"])
+                                  "quillmore_train.jsonl", "quillmore_train_9ways.jsonl",
+                                  "harrowgate_train.jsonl", "harrowgate_train_9ways.jsonl"])
 def test_shipped_datasets_are_clean(name):
     report = check_file(ROOT / "presets" / "data" / name)
     assert report.format == "alpaca"

@@ -51,6 +51,7 @@ def advice_text(st: UserState, rows: int, suggestions: dict) -> str:
         now = getattr(getattr(st.config, section), name)
         lines.append(f"- **{t(f'field.{key}', lang)}**: {_show(now)} → **{_show(value)}** — "
                      f"{t(f'advice.why.{key}', lang)}")
+    lines.append(t("advice.phrasings", lang))
     return "\n".join(lines)
 
 

@@ -215,6 +215,8 @@ TABLE: dict[str, dict[str, str]] = {
     "advice.title": {"en": "💡 **Small data ({rows} rows, under {limit}):** these settings taught the quickstart's facts without making it forget what it knew (measured on the Evaluate tab):",
                      "zh": "💡 **数据量小（{rows} 行，少于 {limit}）：** 这些设置让快速入门模型学会了事实，同时没有忘记原有知识（在评估页签中测得）："},
     "advice.apply": {"en": "Apply these settings", "zh": "应用这些设置"},
+    "advice.phrasings": {"en": "\nAnd in the data: ask each fact in about ten different ways (questions that differ in words and word order, all with the same answer). Measured on the quickstart's facts: 9 phrasings per fact instead of 5 taught 31–34 of 40 questions it never saw instead of 24–28.",
+                         "zh": "\n数据方面：每条事实用大约十种不同的问法提问（用词和语序不同，答案相同）。在快速入门的事实上测得：每条事实 9 种问法而不是 5 种时，40 个从未见过的问题答对 31–34 个，而不是 24–28 个。"},
     "advice.why.train.epochs": {"en": "a few hundred rows need several passes before the facts stick.",
                                 "zh": "几百行数据需要多轮训练，事实才能记牢。"},
     "advice.why.train.learning_rate": {"en": "small data takes a higher rate than the usual 2e-4 to learn in so few steps.",
