@@ -298,7 +298,7 @@ def _data_autoload(ui: Ui, data):
         if not st.rows and st.config.data.path:
             try:
                 from .data_view import load_rows
-                ui.workspace.check(st.config.data.path, "data.path")
+                ui.workspace.check_data(st.config.data.path, "data.path")
                 st.rows = load_rows(st.config.data.path)
                 st.selected_row, st.data_dirty = 1, False
             except Exception as exc:  # show why, keep the tab usable
