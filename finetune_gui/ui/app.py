@@ -167,7 +167,8 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     tabs["train"].select(train.plan_refresh, [state], [train.plan], queue=False)
     _wire_advice(ui, state, [lora.advice, train.advice], [tabs["lora"], tabs["train"]], lora)
     tabs["data"].select(_data_autoload(ui, data), [state], data.refresh_outputs)
-    tabs["chat"].select(parts["chat"].refresh, [state], [parts["chat"].run], queue=False)
+    tabs["chat"].select(parts["chat"].show, [state], [parts["chat"].run, parts["chat"].info],
+                        queue=False)
     tabs["evaluate"].select(parts["evaluate"].refresh, [state], parts["evaluate"].refresh_outputs,
                             queue=False)
     tabs["export"].select(parts["export"].refresh, [state], parts["export"].refresh_outputs,

@@ -147,6 +147,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     def on_refresh(st: UserState):
         return gr.update(choices=run_choices(ui, registry, st.lang))
 
+    def on_show(st: UserState):
+        """Opening the tab: the runs, and the status line in the page's language."""
+        status = describe(st, st.engine) if st.engine is not None else t("chat.pick", st.lang)
+        return on_refresh(st), status
+
     def on_compare(on: bool):
         return gr.update(visible=on)
 
@@ -169,7 +174,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     clear.click(lambda: ([], []), None, [tuned, base], queue=False)
     sent.then(lambda st, c: gr.skip() if st.engine is None else
               describe(st, st.engine), [state, run], [info], queue=False)
-    return SimpleNamespace(run=run, refresh=on_refresh, info=info)
+    return SimpleNamespace(run=run, show=on_show, info=info)
 
 
 def _plain(history: list) -> list[dict]:
