@@ -169,10 +169,10 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     tabs["data"].select(_data_autoload(ui, data), [state], data.refresh_outputs)
     tabs["chat"].select(parts["chat"].show, [state], [parts["chat"].run, parts["chat"].info],
                         queue=False)
-    tabs["evaluate"].select(parts["evaluate"].refresh, [state], parts["evaluate"].refresh_outputs,
-                            queue=False)
-    tabs["export"].select(parts["export"].refresh, [state], parts["export"].refresh_outputs,
-                          queue=False)
+    tabs["evaluate"].select(parts["evaluate"].show, [state, parts["evaluate"].run],
+                            parts["evaluate"].show_outputs, queue=False)
+    tabs["export"].select(parts["export"].show, [state, parts["export"].run],
+                          parts["export"].show_outputs, queue=False)
 
     def sync_all(st: UserState):
         """Push the session's config into every field (page load, preset load)."""

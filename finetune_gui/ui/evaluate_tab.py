@@ -163,6 +163,13 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     def on_refresh(st: UserState):
         return gr.update(choices=finished_runs(st.lang))
 
+    def on_show(st: UserState, choice: str):
+        """Opening the tab: the runs, and while none is picked the prompt in the page's
+        language (it was built in the language the app started in)."""
+        idle = not choice and st.eval_result is None
+        return (on_refresh(st), progress_html(None, st.lang) if idle else gr.skip(),
+                t("eval.pick", st.lang) if idle else gr.skip())
+
     run.input(on_run, [state, run], [data, summary, table], queue=False)
     refresh.click(on_refresh, [state], [run], queue=False)
     start.click(on_evaluate, [state, run, data, base, general, limit, max_new],
@@ -171,7 +178,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
     watch(progress)
     ask_on(start)
     only_worse.input(on_filter, [state, only_worse], [table], queue=False)
-    return SimpleNamespace(run=run, refresh=on_refresh, refresh_outputs=[run])
+    return SimpleNamespace(run=run, show=on_show, show_outputs=[run, progress, summary])
 
 
 def _whole(value) -> int:

@@ -186,6 +186,11 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> Si
         choices = finished_runs(st.lang)
         return gr.update(choices=choices), gr.update(choices=choices)
 
+    def on_show(st: UserState, choice: str):
+        """Opening the tab: the runs, and while none is picked the prompt in the page's
+        language (it was built in the language the app started in)."""
+        return (*on_refresh(st), gr.skip() if choice else t("export.pick", st.lang))
+
     run.input(on_run, [state, run], [adapter, dest, gguf_path], queue=False)
     refresh.click(on_refresh, [state], [run, compare_runs], queue=False)
     for button, handler, inputs in ((merge, on_merge, [state, run, dest]),
@@ -200,4 +205,4 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry, api: ApiService) -> Si
     api_start.click(on_api_start, [state, run, api_port], [api_status, api_code],
                     concurrency_id="export")
     api_stop.click(on_api_stop, [state], [api_status, api_code], queue=False)
-    return SimpleNamespace(run=run, refresh=on_refresh, refresh_outputs=[run, compare_runs])
+    return SimpleNamespace(run=run, show=on_show, show_outputs=[run, compare_runs, adapter])
