@@ -42,7 +42,8 @@ ALLOWED = {
 }
 # User content, not the app's words: rows of the data, the model's answers, the log. Not
 # scanned either: Gradio's footer (its own links) and tooltips, which Gradio writes in
-# English; the charts' visible axis titles and legends are scanned.
+# English, nor a notice's type heading ("Info", Gradio's own); the notice's text is scanned,
+# as are the charts' visible axis titles.
 CONTENT = ["#data-table", "#data-preview", "#data-preview-rejected", "#eval-table",
            "#chat-tuned", "#chat-base", "#train-log", "#api-snippet", "#cli-command"]
 
@@ -53,7 +54,8 @@ SCAN_JS = """(skip) => {
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
         const el = node.parentElement;
-        if (!el || !seen(el) || inContent(el) || el.closest('code, pre, script, style, footer'))
+        if (!el || !seen(el) || inContent(el) ||
+            el.closest('code, pre, script, style, footer, .toast-title'))
             continue;
         out.push(node.textContent);
     }
