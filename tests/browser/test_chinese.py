@@ -14,7 +14,8 @@ import re
 
 import pytest
 
-from .test_wizard import TIMEOUT_MS, fill, open_tab, shot, wait_plot_drawn, wait_text
+from .test_wizard import (TIMEOUT_MS, fill, open_tab, pick_run, shot, wait_plot_drawn,
+                          wait_text)
 
 pytestmark = pytest.mark.browser
 
@@ -163,8 +164,7 @@ def test_every_tab_in_chinese(app_server, browser, codes_data):
 
     open_tab(page, "evaluate")
     run_dir = next(p for p in runs.iterdir() if p.is_dir())
-    page.locator("#eval-run input").click()
-    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    pick_run(page, "#eval-run", run_dir.name)
     fill(page, "#eval-data", str(codes_data))
     fill(page, "#eval-limit", "2")
     page.locator("#eval-start").click()
@@ -175,13 +175,11 @@ def test_every_tab_in_chinese(app_server, browser, codes_data):
     scan(page, "evaluate", english)
 
     open_tab(page, "chat")
-    page.locator("#chat-run input").click()
-    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    pick_run(page, "#chat-run", run_dir.name)
     scan(page, "chat", english)
 
     open_tab(page, "export")
-    page.locator("#export-run input").click()
-    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    pick_run(page, "#export-run", run_dir.name)
     wait_text(page, "#export-adapter", "adapter_config.json")
     page.locator("#export-merge").click()
     wait_text(page, "#export-status", "已保存")

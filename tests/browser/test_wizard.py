@@ -44,6 +44,12 @@ def fill(page, selector: str, value: str, commit: str = "Tab") -> None:
     box.press(commit)
 
 
+def pick_run(page, selector: str, name: str) -> None:
+    """Choose the run ``name`` in a run dropdown."""
+    page.locator(f"{selector} input").click()
+    page.get_by_role("option").filter(has_text=name).first.click()
+
+
 def open_tab(page, name: str) -> None:
     page.locator(f"#tab-{name}-button").click()
     page.wait_for_timeout(300)
@@ -165,8 +171,7 @@ def test_whole_wizard(app_server, browser, codes_data):
     # ---- Evaluate: ask the stopped run questions, base vs tuned, see the table --------
     open_tab(page, "evaluate")
     run_dir = next(p for p in runs.iterdir() if p.is_dir())
-    page.locator("#eval-run input").click()
-    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    pick_run(page, "#eval-run", run_dir.name)
     wait_text(page, "#eval-summary", "held no rows|Ready")   # the run's default questions
     fill(page, "#eval-data", str(codes_data))
     fill(page, "#eval-limit", "8")
@@ -182,8 +187,7 @@ def test_whole_wizard(app_server, browser, codes_data):
 
     # ---- Chat: the stopped run has an adapter; a streamed answer arrives ---------------
     open_tab(page, "chat")
-    page.locator("#chat-run input").click()
-    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    pick_run(page, "#chat-run", run_dir.name)
     fill(page, "#chat-input", "What is code 0?", commit="Enter")
     lengths = page.evaluate("""async () => {
         const seen = new Set();
@@ -205,8 +209,7 @@ def test_whole_wizard(app_server, browser, codes_data):
 
     # ---- Export: the adapter folder and a merged model --------------------------------
     open_tab(page, "export")
-    page.locator("#export-run input").click()
-    page.get_by_role("option").filter(has_text=run_dir.name).first.click()
+    pick_run(page, "#export-run", run_dir.name)
     wait_text(page, "#export-adapter", "adapter_config.json")
     page.locator("#export-merge").click()
     wait_text(page, "#export-status", "Saved")
