@@ -179,13 +179,22 @@ class TrainConfig:
         "Mixed precision for training. auto = bf16 where the hardware supports it."))
     speedups: str = _f("all", choices=("off", "safe", "all"), help=(
         "Training speed-ups (finetune_gui.speedups). safe = the same maths in fewer passes "
-        "over memory: fused LoRA step, answer-only head, fast dropout masks, C++ kernels on "
-        "a CPU, a 4-bit base dequantised once on a CPU; all = also Liger kernels on CUDA; "
+        "over memory: fused LoRA step, answer-only head, a batch's shared prompt start "
+        "computed once, fast dropout masks, C++ kernels on a CPU, a 4-bit base dequantised once on a CPU; all = also Liger kernels on CUDA; "
         "off = the libraries' own code everywhere."))
     fused_lora: str = _f("auto", choices=("auto", "on", "off"), help=(
         "Run each plain LoRA layer's training step as one fused operation: the same maths "
         "with fewer passes over memory (about 1.25x faster on CPU). auto = as speedups says; "
         "off = peft's own path."))
+    shared_prefix: str = _f("auto", choices=("auto", "on", "off"), help=(
+        "Compute the start every row of a batch shares (the template's system prompt and "
+        "turn header) once per batch instead of once per row: the same results with fewer "
+        "tokens through the model. auto = as speedups says; off = every row whole."))
+    frozen_bottom: str = _f("auto", choices=("auto", "on", "off"), help=(
+        "On a CPU, with adapters on the last layers only: keep what the frozen layers below "
+        "them output for each row after the first pass (in RAM, at most 2 GiB), so later "
+        "epochs start at the first trained layer: the same results, a third less work for "
+        "the quickstart. auto = as speedups says; off = all layers every time."))
     cpu_kernels: str = _f("auto", choices=("auto", "on", "off"), help=(
         "On a CPU, run the loss, norms, SwiGLU, attention softmax and dropout masks as C++ "
         "kernels built once for this machine (about 30 s, needs a C++ compiler): the same "

@@ -7,6 +7,7 @@ The head projection runs either inside the model (the reference path) or, with t
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from .config import RunConfig
 from .plan import ExecutionPlan
 from .speedups.answer_head import hidden_states_out, plain_head
 from .speedups.cpu_kernels import head_cross_entropy
+from .speedups.shared_prefix import MIN_PREFIX, common_prefix_length, forward_with_shared_prefix
 from .templates import IGNORE_INDEX
 
 
@@ -25,9 +27,13 @@ class ResponseOnlyTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, answer_head: bool = True, cpu_kernels: bool = False, **kwargs):
+    def __init__(self, *args, answer_head: bool = True, cpu_kernels: bool = False,
+                 shared_prefix: bool = False, frozen_bottom=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._cpu_kernels = cpu_kernels  # the fused loss of finetune_gui.speedups.cpu_kernels
+        # two forward calls per step: not under DDP, whose reducer expects one
+        self._shared_prefix = shared_prefix and self.accelerator.num_processes == 1
+        self._bottom = frozen_bottom  # a speedups.frozen_bottom.FrozenBottom, or None
         self.model_accepts_loss_kwargs = True  # so the Trainer counts num_items_in_batch
         self._causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
             else self.model
@@ -51,7 +57,7 @@ class ResponseOnlyTrainer(Trainer):
             model_inputs.pop("attention_mask", None)  # boundaries; a mask would hide them
         if self._head is not None:
             with hidden_states_out(self._causal_lm) as head:
-                hidden = model(**model_inputs).logits[:, :-1]
+                hidden = self._outputs(model, model_inputs)[:, :-1]
             # accelerate hands outputs back in fp32; project in the head's own dtype and
             # under the run's autocast, as the model's forward would have
             trained = hidden[hard].to(head.weight.dtype)
@@ -64,7 +70,7 @@ class ResponseOnlyTrainer(Trainer):
                     loss = loss + soft_cross_entropy(head(hidden[soft].to(head.weight.dtype)),
                                                      inputs, soft)
         else:
-            logits = model(**model_inputs).logits[:, :-1]
+            logits = self._outputs(model, model_inputs)[:, :-1]
             loss = F.cross_entropy(logits[hard].float(), labels[hard], reduction="sum")
             if soft is not None:
                 loss = loss + soft_cross_entropy(logits[soft], inputs, soft)
@@ -75,6 +81,19 @@ class ResponseOnlyTrainer(Trainer):
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
         return (loss, {"loss": loss}) if return_outputs else loss
+
+
+    def _outputs(self, model, model_inputs: dict) -> torch.Tensor:
+        """The model's logits (hidden states under the answer head) for every position."""
+        ids, mask = model_inputs["input_ids"], model_inputs.get("attention_mask")
+        bottom = self._bottom
+        with bottom.batch(ids, mask) if bottom else contextlib.nullcontext():
+            if self._shared_prefix and "position_ids" not in model_inputs:
+                prefix = common_prefix_length(ids, mask)
+                if prefix >= MIN_PREFIX:
+                    return forward_with_shared_prefix(model, model_inputs, prefix,
+                                                      window=bottom.window if bottom else None)
+            return model(**model_inputs).logits
 
 
 _NOT_MODEL_INPUTS = ("labels", "soft_ids", "soft_logp")

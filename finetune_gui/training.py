@@ -17,6 +17,7 @@ import traceback
 from functools import partial
 from pathlib import Path
 
+import psutil
 import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
@@ -35,6 +36,7 @@ from .lora import adopt_init_adapter, attach_lora, load_adapter_weights, trainab
 from .plan import ExecutionPlan, resolve_plan
 from .preference import examples_for_method
 from .preference_trainer import build_preference_trainer
+from .speedups import frozen_bottom
 from .templates import TemplateSpec
 from .trainer import ResponseOnlyTrainer, best_checkpoint, training_arguments
 from .training_data import TrainingData
@@ -297,9 +299,19 @@ class TrainingJob:
                                else PadCollator(tokenizer.pad_token_id)),
                 processing_class=tokenizer,
                 callbacks=callbacks, answer_head="answer_head" in self._speedups,
-                cpu_kernels="cpu_kernels" in self._speedups)
+                cpu_kernels="cpu_kernels" in self._speedups,
+                shared_prefix="shared_prefix" in self._speedups,
+                frozen_bottom=self._frozen_bottom(model, plan))
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
+
+    def _frozen_bottom(self, model, plan: ExecutionPlan):
+        """The per-row store of the frozen lower layers' outputs, if the plan has it: a
+        quarter of the RAM free now, at most 2 GiB."""
+        if not plan.uses("frozen_bottom"):
+            return None
+        budget = min(2 * 2 ** 30, psutil.virtual_memory().available // 4)
+        return frozen_bottom.attach(model.get_base_model(), budget, self._log)
 
     def _train(self, trainer) -> None:
         if self._resume_from is not None:

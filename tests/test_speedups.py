@@ -67,22 +67,26 @@ def test_plan_for_machines(machine, settings, want):
     assert got == want, plan.summary()
 
 
+SAFE = ("answer_head", "shared_prefix", "fused_lora", "fast_dropout")  # on any device
+
+
 @pytest.mark.parametrize("machine,settings,want", [
-    (CPU_FP32, {}, ("answer_head", "fused_lora", "fast_dropout", "cpu_kernels")),
+    (CPU_FP32, {}, (*SAFE, "cpu_kernels")),
     (CPU_FP32, {"train__speedups": "off"}, ()),
     (CPU_FP32, {"train__speedups": "off", "train__fused_lora": "on"}, ("fused_lora",)),
-    (CPU_FP32, {"train__cpu_kernels": "off"}, ("answer_head", "fused_lora", "fast_dropout")),
-    (CPU_FP32, {"train__cpu_kernels": True}, ("answer_head", "fused_lora", "fast_dropout",
-                                              "cpu_kernels")),  # an old config's switch
-    (CPU_FP32, {"model__quantization": "4bit"},
-     ("answer_head", "fused_lora", "fast_dropout", "cpu_kernels", "dequantise_4bit")),
+    (CPU_FP32, {"train__cpu_kernels": "off"}, SAFE),
+    (CPU_FP32, {"train__cpu_kernels": True}, (*SAFE, "cpu_kernels")),  # an old config's switch
+    (CPU_FP32, {"model__quantization": "4bit"}, (*SAFE, "cpu_kernels", "dequantise_4bit")),
     (SMALL_RAM, {"model__quantization": "4bit"},
-     ("answer_head", "fast_dropout", "cpu_kernels")),  # NF4 layers: peft's own forward
-    (A100, {}, ("answer_head", "fused_lora", "fast_dropout")),  # liger not installed
-    (replace(A100, has_liger=True), {},
-     ("answer_head", "fused_lora", "fast_dropout", "liger")),
-    (replace(A100, has_liger=True), {"train__speedups": "safe"},
-     ("answer_head", "fused_lora", "fast_dropout")),
+     ("answer_head", "shared_prefix", "fast_dropout", "cpu_kernels")),  # NF4: peft's forward
+    (A100, {}, SAFE),  # liger not installed
+    (replace(A100, has_liger=True), {}, (*SAFE, "liger")),
+    (replace(A100, has_liger=True), {"train__speedups": "safe"}, SAFE),
+    # packed rows share no prefix; NEFTune's noise is drawn per row
+    (CPU_FP32, {"train__packing": True},
+     ("answer_head", "fused_lora", "fast_dropout", "cpu_kernels")),
+    (CPU_FP32, {"train__neftune_noise_alpha": 5.0},
+     ("answer_head", "fused_lora", "fast_dropout", "cpu_kernels")),
 ])
 def test_one_switch_chooses_the_speedups(machine, settings, want):
     assert plan_for(machine, **settings).speedups == want
@@ -216,3 +220,154 @@ def test_switch_values_survive_yaml_on_off():
     from finetune_gui.errors import ConfigError
     with pytest.raises(ConfigError, match="train.speedups"):
         cfg.apply_override("train.speedups=on")  # not a level: off, safe or all
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("shared,padded_row_ends", [(12, (30, 25, 30, 20)), (29, (30,) * 4)])
+def test_shared_prefix_gives_the_outputs_and_gradients_of_whole_rows(attention, shared,
+                                                                    padded_row_ends):
+    """The batch's common start computed once: same outputs at every real position and the
+    same adapter gradients as running every row whole (the reference path)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from finetune_gui.speedups.shared_prefix import (common_prefix_length,
+                                                     forward_with_shared_prefix)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                         attn_implementation=attention)
+    model = get_peft_model(AutoModelForCausalLM.from_config(config),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    model.train()
+    ids = torch.randint(0, 300, (4, 30))
+    ids[:, :shared] = ids[0, :shared]
+    mask = torch.ones_like(ids)
+    for row, end in enumerate(padded_row_ends):
+        mask[row, end:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    prefix = common_prefix_length(ids, mask)
+    assert prefix == min(shared, min(padded_row_ends), 29)
+
+    def outputs_and_grads(forward):
+        model.zero_grad()
+        out = forward()
+        (out * mask[..., None]).pow(2).mean().backward()
+        return out.detach() * mask[..., None], [p.grad.clone() for p in model.parameters()
+                                                if p.requires_grad]
+    whole, whole_grads = outputs_and_grads(lambda: model(**inputs).logits)
+    fast, fast_grads = outputs_and_grads(lambda: forward_with_shared_prefix(model, inputs, prefix))
+    assert fast.shape == whole.shape
+    assert torch.allclose(fast, whole, atol=1e-5)
+    for got, want in zip(fast_grads, whole_grads):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_common_prefix_stops_at_padding_and_needs_two_rows():
+    from finetune_gui.speedups.shared_prefix import common_prefix_length
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 9]])
+    assert common_prefix_length(ids, None) == 3
+    assert common_prefix_length(ids, torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])) == 1
+    assert common_prefix_length(ids[:1], None) == 0
+    assert common_prefix_length(torch.tensor([[1, 2], [1, 2]]), None) == 1  # one left to run
+
+
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_frozen_bottom_replays_the_lower_layers_exactly(shared_prefix):
+    """Adapters on the top layers only: the second pass over a batch skips the lower layers
+    (their modules are not called) and gives the same outputs and gradients; with a shared
+    prefix, only its one-row call runs them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from finetune_gui.speedups import frozen_bottom
+    from finetune_gui.speedups.shared_prefix import (common_prefix_length,
+                                                     forward_with_shared_prefix)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         attn_implementation="eager")
+    model = get_peft_model(AutoModelForCausalLM.from_config(config),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                      layers_to_transform=[2, 3], init_lora_weights=False))
+    model.train()
+    ids = torch.randint(0, 300, (4, 30))
+    ids[:, :12] = ids[0, :12]
+    mask = torch.ones_like(ids)
+    mask[1, 25:] = 0
+    mask[3, 20:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+
+    def outputs_and_grads(forward):
+        model.zero_grad()
+        out = forward()
+        (out * mask[..., None]).pow(2).mean().backward()
+        return out.detach() * mask[..., None], [p.grad.clone() for p in model.parameters()
+                                                if p.requires_grad]
+    whole, whole_grads = outputs_and_grads(lambda: model(**inputs).logits)
+    causal_lm = model.get_base_model()
+    assert frozen_bottom.why_not(causal_lm) is None
+    bottom = frozen_bottom.attach(causal_lm, 2 ** 30, log=lambda line: None)
+    assert bottom.first_trained == 2
+    lower_calls = []
+    for layer in frozen_bottom.decoder_layers(causal_lm)[:2]:
+        layer.mlp.register_forward_hook(lambda *args: lower_calls.append(1))
+
+    def forward():
+        with bottom.batch(ids, mask):
+            if shared_prefix:
+                return forward_with_shared_prefix(model, inputs, common_prefix_length(ids, mask),
+                                                  window=bottom.window)
+            return model(**inputs).logits
+    for recorded in (False, True):
+        lower_calls.clear()
+        out, grads = outputs_and_grads(forward)
+        assert torch.allclose(out, whole, atol=1e-6)
+        for got, want in zip(grads, whole_grads):
+            assert torch.allclose(got, want, atol=1e-7, rtol=1e-5)
+        # recording: every lower layer runs (twice with a shared prefix: prefix, rest);
+        # replaying: none, or only the shared prefix's one-row call
+        assert len(lower_calls) == (2 * (1 + shared_prefix) if not recorded
+                                    else 2 if shared_prefix else 0)
+
+
+def test_frozen_bottom_stops_past_its_budget_and_refuses_trainable_lower_layers():
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from finetune_gui.speedups import frozen_bottom
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
+    everywhere = get_peft_model(AutoModelForCausalLM.from_config(config),
+                                LoraConfig(r=2, target_modules=["q_proj"]))
+    assert "first layer" in frozen_bottom.why_not(everywhere.get_base_model())
+    top = get_peft_model(AutoModelForCausalLM.from_config(config),
+                         LoraConfig(r=2, target_modules=["q_proj"], layers_to_transform=[1]))
+    lines = []
+    bottom = frozen_bottom.attach(top.get_base_model(), budget_bytes=1000, log=lines.append)
+    ids = torch.randint(0, 100, (2, 10))
+    with torch.no_grad(), bottom.batch(ids, None):
+        top(input_ids=ids)
+    assert "outgrew" in lines[-1]  # 2 rows x 10 tokens x 32 floats > 1000 bytes
+    with torch.no_grad(), bottom.batch(ids, None):  # off now: the layers run as before
+        assert torch.isfinite(top(input_ids=ids).logits).all()
+
+
+def test_loss_curve_agrees_with_frozen_lower_layers_kept_and_not(tiny_config, tmp_path):
+    """Adapters on the top layer of two, several epochs: from the second epoch on the lower
+    layer is replayed from its record, and the loss curve is the reference's."""
+    curves = {}
+    tiny_config.set("lora.last_layers", 1)
+    tiny_config.set("train.max_steps", 0)
+    tiny_config.set("train.epochs", 3)
+    for setting in ("on", "off"):
+        cfg = tiny_config.copy()
+        cfg.set("train.frozen_bottom", setting)
+        cfg.set("train.output_dir", str(tmp_path / setting))
+        state = TrainingJob(cfg).run()
+        assert state.status == "finished", state.message
+        curves[setting] = [loss for _, loss in state.loss]
+        kept = any("outputs of the 1 frozen lower layers are kept" in line for line in state.log)
+        assert kept == (setting == "on"), state.log
+    assert len(curves["on"]) >= 15
+    assert curves["on"] == pytest.approx(curves["off"], rel=1e-4)

@@ -7,6 +7,10 @@ tests/test_speedups.py, tests/test_fast_lora.py and tests/test_cpu_kernels.py):
 name                      level   where  what it replaces
 ========================  ======  =====  ==================================================
 answer_head               safe    any    the head projecting every position (answer_head.py)
+shared_prefix             safe    any    every row run whole, its shared start included
+                                         (shared_prefix.py)
+frozen_bottom             safe    cpu    the frozen lower layers run at every epoch
+                                         (frozen_bottom.py)
 fused_lora                safe    any    peft's LoRA forward/backward (fused_lora.py)
 fast_dropout              safe    any    ``nn.Dropout`` on the adapter input (dropout.py)
 cpu_kernels               safe    cpu    eager loss, RMSNorm, SwiGLU, softmax (cpu_kernels.py)
@@ -15,8 +19,9 @@ liger                     all     cuda   the model's norms, MLP, RoPE and loss (
 ========================  ======  =====  ==================================================
 
 ``safe`` speed-ups compute the same numbers as their reference (to float rounding);
-``all`` adds ones that are standard but reorder the arithmetic. ``train.fused_lora`` and
-``train.cpu_kernels`` (auto | on | off) override the switch for those two.
+``all`` adds ones that are standard but reorder the arithmetic. ``train.fused_lora``,
+``train.shared_prefix``, ``train.frozen_bottom`` and ``train.cpu_kernels`` (auto | on |
+off) override the switch for those four.
 ``choose_speedups`` decides (from the plan), ``before_lora``/``after_lora`` apply.
 """
 
@@ -30,6 +35,8 @@ from ..messages import Message
 
 SPEEDUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "answer_head": ("safe", ("cpu", "cuda")),
+    "shared_prefix": ("safe", ("cpu", "cuda")),
+    "frozen_bottom": ("safe", ("cpu",)),
     "fused_lora": ("safe", ("cpu", "cuda")),
     "fast_dropout": ("safe", ("cpu", "cuda")),
     "cpu_kernels": ("safe", ("cpu",)),
@@ -37,7 +44,8 @@ SPEEDUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "liger": ("all", ("cuda",)),
 }
 LEVELS = {"off": (), "safe": ("safe",), "all": ("safe", "all")}
-OVERRIDES = {"fused_lora": "fused_lora", "cpu_kernels": "cpu_kernels"}  # speed-up -> train.*
+OVERRIDES = {name: name for name in ("fused_lora", "shared_prefix", "frozen_bottom",
+                                     "cpu_kernels")}  # speed-up -> its train.* override
 
 
 def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: list[str]
@@ -58,6 +66,15 @@ def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: lis
             on = False
         if name == "answer_head" and config.train.method != "sft":
             on = False  # TRL's preference trainers project their own head (in chunks)
+        if name == "shared_prefix" and (config.train.method != "sft" or config.train.packing
+                                        or config.train.gradient_checkpointing
+                                        or config.train.neftune_noise_alpha):
+            on = False  # see shared_prefix.py: one plain forward per step is assumed there
+        if name == "frozen_bottom" and (config.train.method != "sft" or config.train.packing
+                                        or config.train.gradient_checkpointing
+                                        or config.train.neftune_noise_alpha
+                                        or not config.lora.last_layers):
+            on = False  # see frozen_bottom.py: lower layers frozen and deterministic
         if name == "fused_lora" and on and base_dtype in ("nf4", "int8"):
             on = False  # quantised base layers: peft's own forward (fused_lora.py)
         if on:
@@ -76,8 +93,8 @@ def before_lora(model: torch.nn.Module, plan, log: Callable[[str], None]) -> Non
 
 def after_lora(model: torch.nn.Module, plan, log: Callable[[str], None]) -> set[str]:
     """Speed-ups on the peft model; returns those that really run (a kernel build can fail)."""
-    active = {name for name in plan.speedups if name in ("answer_head", "dequantise_4bit",
-                                                         "liger")}
+    active = {name for name in plan.speedups if name in ("answer_head", "shared_prefix",
+                                                         "dequantise_4bit", "liger")}
     if plan.uses("fast_dropout"):
         from .dropout import use_fast_dropout
         use_fast_dropout(model)

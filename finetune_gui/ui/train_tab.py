@@ -63,6 +63,9 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 ui.field("train.fused_lora")
                 ui.field("train.cpu_kernels")
             with gr.Row():
+                ui.field("train.shared_prefix")
+                ui.field("train.frozen_bottom")
+            with gr.Row():
                 ui.field("train.speedups")
                 ui.field("train.packing")
                 ui.field("train.processes", "number")
