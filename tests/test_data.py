@@ -28,6 +28,25 @@ def test_shipped_manual_is_raw_text_in_two_languages():
     assert "thirty months" in report.examples[0].text and "三十个月" in report.examples[1].text
 
 
+def test_shipped_manual_questions_ask_what_the_manual_says():
+    """The documents preset's data: its questions teach half of the manual's facts, and every
+    held-out question asks about a fact the manual states, without giving the answer away."""
+    import json
+
+    from finetune_gui.evaluation.rows import read_eval_rows
+    data = ROOT / "presets" / "data"
+    taught = check_file(data / "larkspur_qa_train.jsonl")
+    assert taught.format == "alpaca" and not taught.errors and not taught.warnings
+    manual = (data / "larkspur_manual" / "en.md").read_text(encoding="utf-8").lower()
+    rows = read_eval_rows(data / "larkspur_eval.jsonl")
+    raw = [json.loads(line) for line in (data / "larkspur_eval.jsonl").read_text().splitlines()]
+    assert len(rows) == 48 and sorted({r["fact_id"] for r in raw}) == list(range(1, 25))
+    assert {r["fact_id"] for r in raw if r["in_qa"]} == set(range(1, 25, 2))
+    for row in rows:
+        assert row.keywords and all(k.lower() in manual for k in row.keywords), row.where
+        assert not any(k.lower() in row.prompt.lower() for k in row.keywords), row.where
+
+
 @pytest.mark.parametrize("row, fmt", [
     (ALPACA, "alpaca"),
     ({"messages": [{"role": "system", "content": "Be brief."},
