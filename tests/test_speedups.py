@@ -99,16 +99,22 @@ def test_plan_notes_say_why_4bit_is_kept():
     assert any("dequantised once" in note for note in plan.notes), plan.notes
 
 
+def train_each(config, tmp_path: Path, key: str, values) -> dict:
+    """A finished run of ``config`` for each value of ``key``: {value: its JobState}."""
+    states = {}
+    for value in values:
+        cfg = config.copy()
+        cfg.set(key, value)
+        cfg.set("train.output_dir", str(tmp_path / value))
+        states[value] = TrainingJob(cfg).run()
+        assert states[value].status == "finished", states[value].message
+    return states
+
+
 def test_loss_curve_agrees_with_speedups_on_and_off(tiny_config, tmp_path):
     """Every safe speed-up against the libraries' own code: same data, same seed."""
-    curves = {}
-    for level in ("all", "off"):
-        cfg = tiny_config.copy()
-        cfg.set("train.speedups", level)
-        cfg.set("train.output_dir", str(tmp_path / level))
-        state = TrainingJob(cfg).run()
-        assert state.status == "finished", state.message
-        curves[level] = [loss for _, loss in state.loss]
+    states = train_each(tiny_config, tmp_path, "train.speedups", ("all", "off"))
+    curves = {level: [loss for _, loss in state.loss] for level, state in states.items()}
     fast, reference = curves["all"], curves["off"]
     assert len(fast) == len(reference) >= 10
     assert fast[-1] < 0.8 * fast[0]
@@ -222,24 +228,38 @@ def test_switch_values_survive_yaml_on_off():
         cfg.apply_override("train.speedups=on")  # not a level: off, safe or all
 
 
+def tiny_lora_model(attention: str = "eager", layers: int = 3, **lora):
+    """A random 64-wide Llama with random (non-zero) LoRA weights, in training mode."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         attn_implementation=attention)
+    model = get_peft_model(AutoModelForCausalLM.from_config(config),
+                           LoraConfig(r=4, init_lora_weights=False,
+                                      **{"target_modules": "all-linear", **lora}))
+    return model.train()
+
+
+def outputs_and_grads(model, mask: torch.Tensor, forward):
+    """The outputs at real positions and the adapter gradients of a loss over them."""
+    model.zero_grad()
+    out = forward()
+    (out * mask[..., None]).pow(2).mean().backward()
+    return out.detach() * mask[..., None], [p.grad.clone() for p in model.parameters()
+                                            if p.requires_grad]
+
+
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("shared,padded_row_ends", [(12, (30, 25, 30, 20)), (29, (30,) * 4)])
 def test_shared_prefix_gives_the_outputs_and_gradients_of_whole_rows(attention, shared,
                                                                     padded_row_ends):
     """The batch's common start computed once: same outputs at every real position and the
     same adapter gradients as running every row whole (the reference path)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from finetune_gui.speedups.shared_prefix import (common_prefix_length,
                                                      forward_with_shared_prefix)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                         attn_implementation=attention)
-    model = get_peft_model(AutoModelForCausalLM.from_config(config),
-                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    model.train()
+    model = tiny_lora_model(attention)
     ids = torch.randint(0, 300, (4, 30))
     ids[:, :shared] = ids[0, :shared]
     mask = torch.ones_like(ids)
@@ -248,15 +268,9 @@ def test_shared_prefix_gives_the_outputs_and_gradients_of_whole_rows(attention, 
     inputs = {"input_ids": ids, "attention_mask": mask}
     prefix = common_prefix_length(ids, mask)
     assert prefix == min(shared, min(padded_row_ends), 29)
-
-    def outputs_and_grads(forward):
-        model.zero_grad()
-        out = forward()
-        (out * mask[..., None]).pow(2).mean().backward()
-        return out.detach() * mask[..., None], [p.grad.clone() for p in model.parameters()
-                                                if p.requires_grad]
-    whole, whole_grads = outputs_and_grads(lambda: model(**inputs).logits)
-    fast, fast_grads = outputs_and_grads(lambda: forward_with_shared_prefix(model, inputs, prefix))
+    whole, whole_grads = outputs_and_grads(model, mask, lambda: model(**inputs).logits)
+    fast, fast_grads = outputs_and_grads(
+        model, mask, lambda: forward_with_shared_prefix(model, inputs, prefix))
     assert fast.shape == whole.shape
     assert torch.allclose(fast, whole, atol=1e-5)
     for got, want in zip(fast_grads, whole_grads):
@@ -277,34 +291,18 @@ def test_frozen_bottom_replays_the_lower_layers_exactly(shared_prefix):
     """Adapters on the top layers only: the second pass over a batch skips the lower layers
     (their modules are not called) and gives the same outputs and gradients; with a shared
     prefix, only its one-row call runs them."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from finetune_gui.speedups import frozen_bottom
     from finetune_gui.speedups.shared_prefix import (common_prefix_length,
                                                      forward_with_shared_prefix)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                         attn_implementation="eager")
-    model = get_peft_model(AutoModelForCausalLM.from_config(config),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
-                                      layers_to_transform=[2, 3], init_lora_weights=False))
-    model.train()
+    model = tiny_lora_model(layers=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                            layers_to_transform=[2, 3])
     ids = torch.randint(0, 300, (4, 30))
     ids[:, :12] = ids[0, :12]
     mask = torch.ones_like(ids)
     mask[1, 25:] = 0
     mask[3, 20:] = 0
     inputs = {"input_ids": ids, "attention_mask": mask}
-
-    def outputs_and_grads(forward):
-        model.zero_grad()
-        out = forward()
-        (out * mask[..., None]).pow(2).mean().backward()
-        return out.detach() * mask[..., None], [p.grad.clone() for p in model.parameters()
-                                                if p.requires_grad]
-    whole, whole_grads = outputs_and_grads(lambda: model(**inputs).logits)
+    whole, whole_grads = outputs_and_grads(model, mask, lambda: model(**inputs).logits)
     causal_lm = model.get_base_model()
     assert frozen_bottom.why_not(causal_lm) is None
     bottom = frozen_bottom.attach(causal_lm, 2 ** 30, log=lambda line: None)
@@ -321,7 +319,7 @@ def test_frozen_bottom_replays_the_lower_layers_exactly(shared_prefix):
             return model(**inputs).logits
     for recorded in (False, True):
         lower_calls.clear()
-        out, grads = outputs_and_grads(forward)
+        out, grads = outputs_and_grads(model, mask, forward)
         assert torch.allclose(out, whole, atol=1e-6)
         for got, want in zip(grads, whole_grads):
             assert torch.allclose(got, want, atol=1e-7, rtol=1e-5)
@@ -356,17 +354,12 @@ def test_frozen_bottom_stops_past_its_budget_and_refuses_trainable_lower_layers(
 def test_loss_curve_agrees_with_frozen_lower_layers_kept_and_not(tiny_config, tmp_path):
     """Adapters on the top layer of two, several epochs: from the second epoch on the lower
     layer is replayed from its record, and the loss curve is the reference's."""
-    curves = {}
     tiny_config.set("lora.last_layers", 1)
     tiny_config.set("train.max_steps", 0)
     tiny_config.set("train.epochs", 3)
-    for setting in ("on", "off"):
-        cfg = tiny_config.copy()
-        cfg.set("train.frozen_bottom", setting)
-        cfg.set("train.output_dir", str(tmp_path / setting))
-        state = TrainingJob(cfg).run()
-        assert state.status == "finished", state.message
-        curves[setting] = [loss for _, loss in state.loss]
+    states = train_each(tiny_config, tmp_path, "train.frozen_bottom", ("on", "off"))
+    curves = {setting: [loss for _, loss in state.loss] for setting, state in states.items()}
+    for setting, state in states.items():
         kept = any("outputs of the 1 frozen lower layers are kept" in line for line in state.log)
         assert kept == (setting == "on"), state.log
     assert len(curves["on"]) >= 15
