@@ -27,7 +27,7 @@ from .data import write_examples
 from .data_stream import load_split
 from .errors import FinetuneError
 from .evaluation.runner import HELDOUT_FILE
-from .batching import PackingCollator, PadCollator
+from .batching import PackingCollator, PadCollator, token_count
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
                      out_of_memory_message, weights_finite)
 from .hardware import BACKGROUND_NICENESS, lower_thread_priority
@@ -301,17 +301,18 @@ class TrainingJob:
                 callbacks=callbacks, answer_head="answer_head" in self._speedups,
                 cpu_kernels="cpu_kernels" in self._speedups,
                 shared_prefix="shared_prefix" in self._speedups,
-                frozen_bottom=self._frozen_bottom(model, plan))
+                frozen_bottom=self._frozen_bottom(model, plan, train_ds, eval_ds))
         trainer.remove_callback(PrinterCallback)  # the job reports progress itself
         return trainer
 
-    def _frozen_bottom(self, model, plan: ExecutionPlan):
-        """The per-row store of the frozen lower layers' outputs, if the plan has it: a
-        quarter of the RAM free now, at most 2 GiB."""
+    def _frozen_bottom(self, model, plan: ExecutionPlan, *datasets):
+        """The per-row store of the frozen lower layers' outputs, if the plan has it and the
+        data's records fit in its share of the RAM free now."""
         if not plan.uses("frozen_bottom"):
             return None
-        budget = min(2 * 2 ** 30, psutil.virtual_memory().available // 4)
-        return frozen_bottom.attach(model.get_base_model(), budget, self._log)
+        tokens = sum(token_count(ds) for ds in datasets if ds is not None)
+        budget = frozen_bottom.store_budget(psutil.virtual_memory().available)
+        return frozen_bottom.attach(model.get_base_model(), budget, self._log, tokens=tokens)
 
     def _train(self, trainer) -> None:
         if self._resume_from is not None:

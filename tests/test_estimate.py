@@ -237,6 +237,23 @@ def test_cpu_device_when_asked():
     assert e.device == "cpu" and e.breakdown["cuda_context"] == 0 and e.fits is not None
 
 
+@pytest.mark.embedded
+def test_estimate_counts_the_frozen_lower_layers_outputs_training_keeps():
+    """The quickstart on a CPU keeps each row's lower-layer output (``frozen_bottom``): one
+    hidden vector per data token, replay rows included; nothing with the speed-up off."""
+    from finetune_gui.estimate.data_shape import data_shape
+    from finetune_gui.plan import resolve_plan
+    cfg = RunConfig.load(Path(__file__).resolve().parents[1] / "presets" / "quickstart.yaml")
+    cfg.set("model.device", "cpu")
+    kept = estimate(cfg).breakdown["kept_layer_outputs"]
+    shape = data_shape(cfg)
+    assert shape.rows == 100 and shape.tokens > 100 * 40
+    width = {"float32": 4, "bfloat16": 2}[resolve_plan(cfg).base_dtype]
+    assert kept == shape.tokens * 576 * width  # SmolLM2-135M: 576 wide
+    cfg.set("train.frozen_bottom", "off")
+    assert estimate(cfg).breakdown["kept_layer_outputs"] == 0
+
+
 def test_checkpointing_and_quantization_lower_the_peak():
     t4 = COMMON_GPUS["T4 16GB"]
     plain = estimate(qlora_config(**{"model.quantization": "none"}), gpu_bytes=t4).peak_bytes

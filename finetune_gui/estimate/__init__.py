@@ -107,7 +107,20 @@ def plan_and_setup(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | 
                  attn_implementation=plan.attention, lora_dropout=lc.dropout,
                  lora_r=lc.r, use_dora=lc.use_dora, adapted_layers=lc.last_layers,
                  answer_tokens=(shape.longest_answer if shape else None)
-                 if plan.uses("answer_head") else None)
+                 if plan.uses("answer_head") else None,
+                 kept_layer_tokens=_kept_layer_tokens(plan, shape, arch, machine))
+
+
+def _kept_layer_tokens(plan: ExecutionPlan, shape, arch: Arch, machine: Machine) -> int:
+    """Tokens whose frozen lower layers' output training keeps (``frozen_bottom``): all of
+    the data's when their records fit the store's budget, as training decides; else none."""
+    if not plan.uses("frozen_bottom") or shape is None:
+        return 0
+    from ..speedups import frozen_bottom  # as resolve_plan imports the speed-ups: lazily
+    need = frozen_bottom.store_bytes(shape.tokens, arch.hidden,
+                                     DTYPE_BYTES.get(plan.base_dtype, 4))
+    fits = need <= frozen_bottom.store_budget(machine.ram_available_bytes)
+    return shape.tokens if fits else 0
 
 
 def arch_base_params(arch: Arch) -> int:

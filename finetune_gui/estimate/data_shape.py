@@ -23,6 +23,8 @@ REPLAY_PROMPT_TOKENS = 64      # a general question with its chat template
 class DataShape:
     longest: int          # tokens of the longest row after truncation
     longest_answer: int   # trained tokens of the row with the most
+    rows: int = 0         # training rows (replay's not included)
+    tokens: int = 0       # all rows' tokens (scaled up from the rows measured), replay's too
 
 
 def data_shape(config: RunConfig) -> DataShape | None:
@@ -48,9 +50,9 @@ def data_shape(config: RunConfig) -> DataShape | None:
         return shape
     from ..replay import REPLAY_GENERATION
     answer = min(REPLAY_GENERATION.max_new_tokens, config.train.max_seq_len)
-    return DataShape(max(shape.longest, min(config.train.max_seq_len,
-                                            REPLAY_PROMPT_TOKENS + answer)),
-                     max(shape.longest_answer, answer))
+    replay_row = min(config.train.max_seq_len, REPLAY_PROMPT_TOKENS + answer)
+    return DataShape(max(shape.longest, replay_row), max(shape.longest_answer, answer),
+                     shape.rows, shape.tokens + round(d.replay_ratio * shape.rows) * replay_row)
 
 
 _SHAPES: dict[tuple, DataShape | None] = {}
@@ -65,11 +67,15 @@ def _measure(config: RunConfig) -> DataShape | None:
         report = check_file(config.data.path, config.data.format)
         tokenizer = load_tokenizer(config.model)
         spec = TemplateSpec.from_data_config(config.data)
-        longest = longest_answer = 0
-        for example in report.examples[:MAX_SHAPE_ROWS]:
+        longest = longest_answer = tokens = 0
+        measured = report.examples[:MAX_SHAPE_ROWS]
+        for example in measured:
             enc = encode_example(example, spec, tokenizer, config.train.max_seq_len)
             longest = max(longest, len(enc.input_ids))
             longest_answer = max(longest_answer, enc.trained_tokens)
+            tokens += len(enc.input_ids)
     except (FinetuneError, OSError, ValueError):
         return None
-    return DataShape(longest, longest_answer) if longest else None
+    rows = len(report.examples)
+    return DataShape(longest, longest_answer, rows, round(tokens * rows / len(measured))) \
+        if longest else None

@@ -74,7 +74,7 @@ OPTIM_8BIT_BLOCK = 256
 OPTIM_8BIT_MIN_SIZE = 4096
 
 BREAKDOWN_KEYS = ("base_weights", "lora_weights", "modules_to_save", "gradients",
-                  "optimizer_states", "activations", "logits", "autocast_weight_copies",
+                  "optimizer_states", "activations", "kept_layer_outputs", "logits", "autocast_weight_copies",
                   "workspace", "cuda_context", "runtime", "allocator_overhead")
 
 
@@ -101,6 +101,7 @@ class Setup:
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
     adapted_layers: int = 0              # lora.last_layers: backprop stops below them (0 = all)
     answer_tokens: int | None = None     # answer-only head: positions projected per row
+    kept_layer_tokens: int = 0           # frozen_bottom: tokens whose lower-layer output is kept
 
     @property
     def autocast(self) -> bool:
@@ -242,6 +243,7 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
 
     b: dict[str, int] = dict.fromkeys(BREAKDOWN_KEYS, 0)
     b["base_weights"] = weight_bytes(arch, s)
+    b["kept_layer_outputs"] = s.kept_layer_tokens * h * _dtypes(s)[1]
     pageable = 0
     embed_names = {m.name for m in arch.modules() if m.kind == "embedding"} | {"lm_head"}
     for t in pc.tensors:

@@ -26,6 +26,18 @@ import torch
 
 from ..models import text_config
 
+MAX_STORE_BYTES = 2 * 2 ** 30
+
+
+def store_budget(available_ram_bytes: int) -> int:
+    """RAM the records may take: a quarter of what is free, at most 2 GiB."""
+    return min(MAX_STORE_BYTES, available_ram_bytes // 4)
+
+
+def store_bytes(tokens: int, hidden_size: int, element_bytes: int) -> int:
+    """RAM the records of ``tokens`` tokens take (one hidden vector each)."""
+    return tokens * hidden_size * element_bytes
+
 
 @dataclass
 class _Batch:
@@ -175,8 +187,16 @@ def first_trained_layer(layers: torch.nn.ModuleList) -> int:
     return 0
 
 
-def attach(causal_lm, budget_bytes: int, log: Callable[[str], None]) -> FrozenBottom | None:
+def attach(causal_lm, budget_bytes: int, log: Callable[[str], None], tokens: int = 0
+           ) -> FrozenBottom | None:
+    """The store on ``causal_lm``'s lower layers, or None (logged) when they are not frozen
+    and deterministic or the records of ``tokens`` data tokens would outgrow the budget."""
     reason = why_not(causal_lm)
+    need = store_bytes(tokens, causal_lm.get_input_embeddings().embedding_dim,
+                       causal_lm.get_input_embeddings().weight.element_size())
+    if not reason and need > budget_bytes:
+        reason = (f"their outputs for the data's {tokens:,} tokens would take "
+                  f"{need / 2 ** 30:.1f} GiB, more than {budget_bytes / 2 ** 30:.1f} GiB")
     if reason:
         log(f"frozen lower layers not kept: {reason}")
         return None

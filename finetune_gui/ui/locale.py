@@ -148,6 +148,8 @@ TABLE: dict[str, dict[str, str]] = {
     "mem.gradients": {"en": "Gradients", "zh": "梯度"},
     "mem.optimizer_states": {"en": "Optimizer state", "zh": "优化器状态"},
     "mem.activations": {"en": "Activations kept for backward", "zh": "反向传播保存的激活"},
+    "mem.kept_layer_outputs": {"en": "Frozen lower layers' outputs, kept per row",
+                               "zh": "按行保留的冻结下层输出"},
     "mem.logits": {"en": "Logits and loss", "zh": "logits 与损失"},
     "mem.autocast_weight_copies": {"en": "Mixed-precision weight copies", "zh": "混合精度权重副本"},
     "mem.workspace": {"en": "Scratch space", "zh": "临时工作区"},
