@@ -11,7 +11,7 @@ import gradio as gr
 from ..errors import FinetuneError
 from ..hardware import gpu_list as detect_gpus
 from . import (advice_box, chat_tab, data_tab, evaluate_tab, export_tab, lora_tab, model_tab,
-               notices, train_tab)
+               gradio_text, notices, train_tab)
 from .common import AppOptions, Ui, friendly, guarded
 from .fields import bind_fields, field_updates, set_field
 from .jobs import JobRegistry
@@ -318,7 +318,7 @@ SHARED_MAX_UPLOAD = "5gb"   # a 4-bit 7B/8B .gguf fits; data files are far small
 def launch_kwargs(shared: bool = False) -> dict:
     """``launch()`` settings: no extra served folders; uploads capped when shared
     (FINETUNE_GUI_MAX_UPLOAD, e.g. '500mb', sets the cap, also for a local app)."""
-    kwargs = {"css": CSS, "head": notices.HEAD, "theme": gr.themes.Soft(), "ssr_mode": False,
+    kwargs = {"css": CSS, "head": notices.HEAD + gradio_text.head_script(), "theme": gr.themes.Soft(), "ssr_mode": False,
               "allowed_paths": [], "show_error": False}
     limit = os.environ.get(MAX_UPLOAD_ENV) or (SHARED_MAX_UPLOAD if shared else None)
     if limit:

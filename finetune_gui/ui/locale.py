@@ -148,6 +148,9 @@ TABLE: dict[str, dict[str, str]] = {
     "mem.gradients": {"en": "Gradients", "zh": "梯度"},
     "mem.optimizer_states": {"en": "Optimizer state", "zh": "优化器状态"},
     "mem.activations": {"en": "Activations kept for backward", "zh": "反向传播保存的激活"},
+    # Gradio's own status text, where its Chinese table has none (ui/gradio_text.py)
+    "gradio.queue_position": {"en": "In queue: {position} of {size}",
+                              "zh": "排队中：第 {position} 位，共 {size} 位"},
     "mem.kept_layer_outputs": {"en": "Frozen lower layers' outputs, kept per row",
                                "zh": "按行保留的冻结下层输出"},
     "mem.logits": {"en": "Logits and loss", "zh": "logits 与损失"},

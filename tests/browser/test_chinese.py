@@ -132,6 +132,11 @@ def test_every_tab_in_chinese(app_server, browser, codes_data):
     wait_text(page, "#hardware", "本应用")
     watch_titles(page)
     english: dict[str, dict] = {}
+    # Gradio's own queue text (its Chinese table has none), as a busy server shows it
+    page.evaluate("""() => { const d = document.createElement('div'); d.id = 'fg-queue-probe';
+        d.textContent = 'In queue: 2 of 3'; document.querySelector('#tabs').append(d); }""")
+    wait_text(page, "#fg-queue-probe", "排队中：第 2 位，共 3 位")
+    page.evaluate("() => document.querySelector('#fg-queue-probe').remove()")
 
     page.locator("#model-load").click()
     wait_text(page, "#model-card", "架构")
