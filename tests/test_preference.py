@@ -69,12 +69,20 @@ def test_dpo_starts_at_ln2_because_the_reference_is_the_adapter_switched_off(dpo
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
 
 
-def test_trl_dpo_loss_equals_the_formula_by_hand(dpo_config):
+@pytest.mark.parametrize("speedups", ["all", "off"])
+def test_trl_dpo_loss_equals_the_formula_by_hand(dpo_config, speedups):
     """-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))) with log-probs summed over
-    the answer tokens, the reference being the same model with its adapter disabled."""
+    the answer tokens, the reference being the same model with its adapter disabled; with
+    the speed-ups (TRL's head scoring answer positions only on a CPU) and without."""
     dpo_config.train.beta = 0.3
+    dpo_config.train.speedups = speedups
     job = TrainingJob(dpo_config)
     trainer = job.setup()
+    assert ("speed-up: TRL's head scores the answer positions only" in "\n".join(
+        job.state.log)) == (speedups == "all")
+    from trl.trainer import utils
+    compact = utils._use_triton(torch.device("cpu"))  # which positions TRL's head scores
+    assert compact == (speedups == "all")
     model = trainer.model
     torch.manual_seed(1)
     with torch.no_grad():  # move the policy away from the reference

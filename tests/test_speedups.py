@@ -85,6 +85,9 @@ SAFE = ("answer_head", "shared_prefix", "fused_lora", "fast_dropout")  # on any 
     # packed rows share no prefix; NEFTune's noise is drawn per row
     (CPU_FP32, {"train__packing": True},
      ("answer_head", "fused_lora", "fast_dropout", "cpu_kernels")),
+    (CPU_FP32, {"train__method": "dpo"},
+     ("compact_logprobs", "fused_lora", "fast_dropout", "cpu_kernels")),
+    (A100, {"train__method": "dpo"}, ("fused_lora", "fast_dropout")),
     (CPU_FP32, {"train__neftune_noise_alpha": 5.0},
      ("answer_head", "fused_lora", "fast_dropout", "cpu_kernels")),
 ])

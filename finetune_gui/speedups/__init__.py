@@ -7,6 +7,8 @@ tests/test_speedups.py, tests/test_fast_lora.py and tests/test_cpu_kernels.py):
 name                      level   where  what it replaces
 ========================  ======  =====  ==================================================
 answer_head               safe    any    the head projecting every position (answer_head.py)
+compact_logprobs          safe    cpu    TRL's head scoring every position (preference)
+                                         (compact_logprobs.py)
 shared_prefix             safe    any    every row run whole, its shared start included
                                          (shared_prefix.py)
 frozen_bottom             safe    cpu    the frozen lower layers run at every epoch
@@ -35,6 +37,7 @@ from ..messages import Message
 
 SPEEDUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "answer_head": ("safe", ("cpu", "cuda")),
+    "compact_logprobs": ("safe", ("cpu",)),
     "shared_prefix": ("safe", ("cpu", "cuda")),
     "frozen_bottom": ("safe", ("cpu",)),
     "fused_lora": ("safe", ("cpu", "cuda")),
@@ -66,6 +69,8 @@ def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: lis
             on = False
         if name == "answer_head" and config.train.method != "sft":
             on = False  # TRL's preference trainers project their own head (in chunks)
+        if name == "compact_logprobs" and config.train.method == "sft":
+            on = False  # our own trainer projects answer positions only (answer_head)
         if name == "shared_prefix" and (config.train.method != "sft" or config.train.packing
                                         or config.train.gradient_checkpointing
                                         or config.train.neftune_noise_alpha):
@@ -95,6 +100,16 @@ def after_lora(model: torch.nn.Module, plan, log: Callable[[str], None]) -> set[
     """Speed-ups on the peft model; returns those that really run (a kernel build can fail)."""
     active = {name for name in plan.speedups if name in ("answer_head", "shared_prefix",
                                                          "dequantise_4bit", "liger")}
+    if plan.uses("compact_logprobs"):
+        from .compact_logprobs import enable_compact_logprobs
+        reason = enable_compact_logprobs()
+        log("speed-up: TRL's head scores the answer positions only" if reason is None
+            else f"TRL's head scores every position: {reason}")
+        if reason is None:
+            active.add("compact_logprobs")
+    else:
+        from .compact_logprobs import disable_compact_logprobs
+        disable_compact_logprobs()
     if plan.uses("fast_dropout"):
         from .dropout import use_fast_dropout
         use_fast_dropout(model)
