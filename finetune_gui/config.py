@@ -179,9 +179,11 @@ class TrainConfig:
         "Mixed precision for training. auto = bf16 where the hardware supports it."))
     speedups: str = _f("all", choices=("off", "safe", "all"), help=(
         "Training speed-ups (finetune_gui.speedups). safe = the same maths in fewer passes "
-        "over memory: fused LoRA step, answer-only head, a batch's shared prompt start "
-        "computed once, fast dropout masks, C++ kernels on a CPU, a 4-bit base dequantised once on a CPU; all = also Liger kernels on CUDA; "
-        "off = the libraries' own code everywhere."))
+        "over memory: fused LoRA step, answer-only head (TRL's too, for preference methods "
+        "on a CPU), a batch's shared prompt start computed once, fast dropout masks, C++ "
+        "kernels on a CPU, the frozen lower layers' outputs kept on a CPU, a 4-bit base "
+        "dequantised once on a CPU; all = also Liger kernels on CUDA; off = the libraries' "
+        "own code everywhere."))
     fused_lora: str = _f("auto", choices=("auto", "on", "off"), help=(
         "Run each plain LoRA layer's training step as one fused operation: the same maths "
         "with fewer passes over memory (about 1.25x faster on CPU). auto = as speedups says; "

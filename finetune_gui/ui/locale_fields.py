@@ -116,7 +116,7 @@ ZH_HELP: dict[str, str] = {
     "train.precision": "训练的混合精度。auto = 硬件支持时用 bf16。",
     "train.group_by_length": "把长度相近的样本放在同一批，减少填充浪费的计算。",
     "train.packing": "把一批样本拼成一条不含填充的序列：样本之间互不注意，位置编号在每个样本处重新开始，损失不变。仅用于监督微调（sft）。",
-    "train.speedups": "训练加速（finetune_gui.speedups）。safe = 相同的数学、更少的内存读写：融合 LoRA、只对回答位置算输出层、快速 dropout 掩码、CPU 上的 C++ 内核、CPU 上把 4-bit 基础模型一次性反量化；all = 另加 CUDA 上的 Liger 内核；off = 全部用各库自己的代码。",
+    "train.speedups": "训练加速（finetune_gui.speedups）。safe = 相同的数学、更少的内存读写：融合 LoRA、只对回答位置算输出层（CPU 上的偏好训练也一样）、每批共同开头只算一次、快速 dropout 掩码、CPU 上的 C++ 内核、CPU 上保留冻结下层的输出、CPU 上把 4-bit 基础模型一次性反量化；all = 另加 CUDA 上的 Liger 内核；off = 全部用各库自己的代码。",
     "train.fused_lora": "auto = 跟随 speedups。把每个 LoRA 层的训练计算合成一步：数学上相同，内存读写更少（CPU 上约快 1.25 倍）。关闭则用 peft 自己的实现。",
     "train.shared_prefix": "auto = 跟随 speedups。一批中每行都相同的开头（模板的系统提示和轮次标记）每批只算一次，而不是每行一次：结果相同，经过模型的 token 更少。关闭则每行完整计算。",
     "train.frozen_bottom": "auto = 跟随 speedups。在 CPU 上、适配器只加在最后几层时：第一遍之后保留其下冻结层对每行的输出（放在内存中，最多 2 GiB），之后的轮次从第一个训练层开始：结果相同，快速入门的计算少三分之一。关闭则每次都算全部层。",
