@@ -117,9 +117,9 @@ def _kept_layer_tokens(plan: ExecutionPlan, shape, arch: Arch, machine: Machine)
     if not plan.uses("frozen_bottom") or shape is None:
         return 0
     from ..speedups import frozen_bottom  # as resolve_plan imports the speed-ups: lazily
-    need = frozen_bottom.store_bytes(shape.tokens, arch.hidden,
-                                     DTYPE_BYTES.get(plan.base_dtype, 4))
-    fits = need <= frozen_bottom.store_budget(machine.ram_available_bytes)
+    fits = frozen_bottom.store_fits(shape.tokens, arch.hidden,
+                                    DTYPE_BYTES.get(plan.base_dtype, 4),
+                                    frozen_bottom.store_budget(machine.ram_available_bytes))
     return shape.tokens if fits else 0
 
 

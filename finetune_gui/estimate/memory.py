@@ -74,8 +74,8 @@ OPTIM_8BIT_BLOCK = 256
 OPTIM_8BIT_MIN_SIZE = 4096
 
 BREAKDOWN_KEYS = ("base_weights", "lora_weights", "modules_to_save", "gradients",
-                  "optimizer_states", "activations", "kept_layer_outputs", "logits", "autocast_weight_copies",
-                  "workspace", "cuda_context", "runtime", "allocator_overhead")
+                  "optimizer_states", "activations", "kept_layer_outputs", "logits",
+                  "autocast_weight_copies", "workspace", "cuda_context", "runtime", "allocator_overhead")
 
 
 @dataclass

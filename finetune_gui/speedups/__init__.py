@@ -55,6 +55,10 @@ def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: lis
                     ) -> tuple[str, ...]:
     """The speed-ups a run uses on ``device``: the switch's level, then the overrides."""
     levels = LEVELS[config.train.speedups]
+    t = config.train
+    # one plain forward of whole rows per step (shared_prefix.py, frozen_bottom.py)
+    plain_forward = t.method == "sft" and not (t.packing or t.gradient_checkpointing
+                                               or t.neftune_noise_alpha)
     chosen = []
     for name, (level, devices) in SPEEDUPS.items():
         on = level in levels and device in devices
@@ -71,15 +75,10 @@ def choose_speedups(config, *, device: str, base_dtype: str, machine, notes: lis
             on = False  # TRL's preference trainers project their own head (in chunks)
         if name == "compact_logprobs" and config.train.method == "sft":
             on = False  # our own trainer projects answer positions only (answer_head)
-        if name == "shared_prefix" and (config.train.method != "sft" or config.train.packing
-                                        or config.train.gradient_checkpointing
-                                        or config.train.neftune_noise_alpha):
-            on = False  # see shared_prefix.py: one plain forward per step is assumed there
-        if name == "frozen_bottom" and (config.train.method != "sft" or config.train.packing
-                                        or config.train.gradient_checkpointing
-                                        or config.train.neftune_noise_alpha
-                                        or not config.lora.last_layers):
-            on = False  # see frozen_bottom.py: lower layers frozen and deterministic
+        if name == "shared_prefix" and not plain_forward:
+            on = False
+        if name == "frozen_bottom" and not (plain_forward and config.lora.last_layers):
+            on = False  # and the lower layers frozen: adapters on the last layers only
         if name == "fused_lora" and on and base_dtype in ("nf4", "int8"):
             on = False  # quantised base layers: peft's own forward (fused_lora.py)
         if on:

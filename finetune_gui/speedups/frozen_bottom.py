@@ -39,6 +39,12 @@ def store_bytes(tokens: int, hidden_size: int, element_bytes: int) -> int:
     return tokens * hidden_size * element_bytes
 
 
+def store_fits(tokens: int, hidden_size: int, element_bytes: int, budget_bytes: int) -> bool:
+    """Whether training keeps the records of ``tokens`` data tokens (``attach``), as the
+    memory estimate must know too."""
+    return store_bytes(tokens, hidden_size, element_bytes) <= budget_bytes
+
+
 @dataclass
 class _Batch:
     keys: list[bytes]
@@ -74,8 +80,8 @@ class FrozenBottom:
             return
         mask = (attention_mask.bool() if attention_mask is not None
                 else torch.ones_like(input_ids, dtype=torch.bool))
-        ids = input_ids.cpu()
-        keys = [ids[row][mask[row].cpu()].numpy().tobytes() for row in range(len(ids))]
+        ids, real = input_ids.cpu(), mask.cpu()
+        keys = [ids[row][real[row]].numpy().tobytes() for row in range(len(ids))]
         replay = all(key in self._store for key in keys)
         buffer = None
         if replay:
@@ -192,9 +198,10 @@ def attach(causal_lm, budget_bytes: int, log: Callable[[str], None], tokens: int
     """The store on ``causal_lm``'s lower layers, or None (logged) when they are not frozen
     and deterministic or the records of ``tokens`` data tokens would outgrow the budget."""
     reason = why_not(causal_lm)
-    need = store_bytes(tokens, causal_lm.get_input_embeddings().embedding_dim,
-                       causal_lm.get_input_embeddings().weight.element_size())
-    if not reason and need > budget_bytes:
+    embeddings = causal_lm.get_input_embeddings()
+    size = (tokens, embeddings.embedding_dim, embeddings.weight.element_size())
+    if not reason and not store_fits(*size, budget_bytes):
+        need = store_bytes(*size)
         reason = (f"their outputs for the data's {tokens:,} tokens would take "
                   f"{need / 2 ** 30:.1f} GiB, more than {budget_bytes / 2 ** 30:.1f} GiB")
     if reason:

@@ -318,8 +318,9 @@ SHARED_MAX_UPLOAD = "5gb"   # a 4-bit 7B/8B .gguf fits; data files are far small
 def launch_kwargs(shared: bool = False) -> dict:
     """``launch()`` settings: no extra served folders; uploads capped when shared
     (FINETUNE_GUI_MAX_UPLOAD, e.g. '500mb', sets the cap, also for a local app)."""
-    kwargs = {"css": CSS, "head": notices.HEAD + gradio_text.head_script(), "theme": gr.themes.Soft(), "ssr_mode": False,
-              "allowed_paths": [], "show_error": False}
+    kwargs = {"css": CSS, "head": notices.HEAD + gradio_text.head_script(),
+              "theme": gr.themes.Soft(), "ssr_mode": False, "allowed_paths": [],
+              "show_error": False}
     limit = os.environ.get(MAX_UPLOAD_ENV) or (SHARED_MAX_UPLOAD if shared else None)
     if limit:
         kwargs["max_file_size"] = limit
