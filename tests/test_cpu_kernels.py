@@ -86,6 +86,20 @@ def test_fused_norms_and_mlps_match_eager(arch, dtype):
         assert relative(got, want) < 4e-3 and relative(got_grad, want_grad) < 1e-2
 
 
+def test_fp32_model_under_bf16_autocast_matches_eager():
+    """An fp32 model trained under bf16 autocast (a 4-bit base with gradient checkpointing on a
+    bf16 CPU): the scores come out bf16 while the mask stays fp32. The attention kernel takes
+    one dtype, so it must hand such a call to eager (it failed the job before)."""
+    model_cls, config, _ = ARCHITECTURES["llama"]
+    eager = frozen(model_cls, config, torch.float32)
+    fused = copy.deepcopy(eager)
+    cpu_kernels.enable_cpu_kernels(fused)
+    ids = torch.randint(0, 300, (3, 11))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (want, want_grad), (got, got_grad) = (logits_and_input_grad(m, ids) for m in (eager, fused))
+    assert relative(got, want) < 1e-2 and relative(got_grad, want_grad) < 2e-2
+
+
 def test_fused_modules_fall_back_outside_training():
     model_cls, config, _ = ARCHITECTURES["llama"]
     model = frozen(model_cls, config, torch.bfloat16)

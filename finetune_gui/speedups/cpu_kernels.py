@@ -242,6 +242,9 @@ def fused_eager_attention(module, query, key, value, attention_mask, scaling, dr
     keys = repeat_kv(key, module.num_key_value_groups)
     values = repeat_kv(value, module.num_key_value_groups)
     scores = torch.matmul(query, keys.transpose(2, 3)).contiguous()
+    if scores.dtype != attention_mask.dtype:  # fp32 rows under bf16 autocast: eager's promotion
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling,
+                                       dropout, **kwargs)
     probs = _AttentionSoftmax.apply(scores, attention_mask, float(scaling))
     return torch.matmul(probs, values).transpose(1, 2).contiguous(), probs
 
