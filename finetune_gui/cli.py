@@ -272,17 +272,15 @@ def cmd_export(args) -> int:
         if not args.json:
             print(f"[{fraction:4.0%}] {text}", flush=True)
 
-    if args.merged or args.gguf:
+    if args.merged:
         merged = export.load_merged(args.run_dir, dtype=args.dtype, progress=progress)
-        if args.merged:
-            results.append(export.save_merged(merged, args.merged,
-                                              max_shard_size=args.max_shard_size,
-                                              progress=progress))
-        if args.gguf:
-            if str(merged.dtype) != "torch.float32":  # GGUF is written from exact weights
-                merged = export.load_merged(args.run_dir, dtype="float32", progress=progress)
-            results.append(export.write_gguf(merged, args.gguf, args.gguf_type,
-                                             modelfile=not args.no_modelfile, progress=progress))
+        results.append(export.save_merged(merged, args.merged,
+                                          max_shard_size=args.max_shard_size,
+                                          progress=progress))
+        del merged  # one model in memory at a time
+    if args.gguf:  # from exact (float32) weights, merged one at a time as they are written
+        results.append(export.export_gguf(args.run_dir, args.gguf, args.gguf_type,
+                                          modelfile=not args.no_modelfile, progress=progress))
     if args.lora:
         results.append(export.export_gguf_lora(args.run_dir, args.lora, args.gguf_type,
                                                progress=progress))

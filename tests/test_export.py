@@ -212,6 +212,42 @@ def merged32(tiny_run):
     return load_merged(tiny_run, dtype="float32")
 
 
+@pytest.fixture(scope="module")
+def tiny_bf16_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model stored in bf16, as most Hub models are."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = tmp_path_factory.mktemp("tiny-bf16")
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("adapter", [
+    {},                                                   # LoRA on a bf16 base
+    {"lora.use_dora": True},                              # DoRA's magnitude folded in too
+    {"lora.modules_to_save": ["lm_head"], "lora.use_rslora": True},
+])
+@pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
+def test_gguf_merged_weight_by_weight_equals_merging_the_whole_model_in_float32(
+        adapter, gguf_type, tiny_bf16_dir, tmp_path):
+    """GGUF export no longer holds a float32 copy of the model: each weight is merged alone
+    as it is written. The file is byte for byte the one the whole-model float32 merge gave."""
+    from finetune_gui.export.exact_weights import exact_weights
+    run = train_tiny(tiny_bf16_dir, tmp_path / "run", **adapter)
+    branch = load_merged(run, adapter="branch")
+    whole = load_merged(run, dtype="float32")
+    assert next(branch.model.get_base_model().parameters()).dtype == torch.bfloat16
+    assert exact_weights(branch.model).keys() == whole.model.state_dict().keys()
+    one = write_gguf(branch, tmp_path / "branch" / "m.gguf", gguf_type, modelfile=False)
+    two = write_gguf(whole, tmp_path / "whole" / "m.gguf", gguf_type, modelfile=False)
+    assert one.extra["tensors"] == two.extra["tensors"]
+    assert one.path.read_bytes() == two.path.read_bytes()
+    # and the adapter did change the weights: the GGUF is not the base's
+    base = write_gguf(load_merged(run, adapter="none"), tmp_path / "base" / "m.gguf", gguf_type,
+                      modelfile=False)
+    assert base.path.read_bytes() != one.path.read_bytes()
+
+
 @pytest.mark.parametrize("gguf_type", ["f32", "f16", "q8_0"])
 def test_gguf_round_trip_through_transformers(gguf_type, merged32, engine, tuned, tmp_path):
     import gguf

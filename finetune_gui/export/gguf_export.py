@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import models, runs
 from ..config import EMBEDDED_MODEL, RunConfig
@@ -24,6 +23,7 @@ from .gguf_arch import (SUPPORTED_TYPES, add_hyperparameters, arch_spec, check_r
                         gguf_support_message, tensor_data)
 from .gguf_quantize import K_QUANTS, check_quantizer, quantize_gguf
 from .gguf_vocab import UNSUPPORTED, add_vocab, check_gguf_tokenizer, folder_family
+from .exact_weights import ExactWeight, exact_weights, head_tied
 from .merged import ExportResult, Merged, Progress, no_progress, load_merged
 
 GGUF_TYPES = ("f16", "q8_0", "q5_k_m", "q4_k_m", "f32")
@@ -89,12 +89,45 @@ def _source_pre(config: RunConfig) -> str | None:
     return str(field.contents()) if field is not None and field.contents() else None
 
 
-def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
-               modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
-    """Write an in-memory merged model as GGUF (and an Ollama Modelfile beside it).
-    k-quants are written as f16 first, then quantised by llama.cpp."""
+class _Deferred:
+    """A tensor for ``GGUFWriter.add_tensor`` whose values are computed when the writer
+    writes it (``tofile``) and dropped right after: the writer never holds the model twice."""
+
+    def __init__(self, hf_name: str, weight: ExactWeight, kind: str, cfg, spec) -> None:
+        import gguf
+        from gguf.quants import quant_shape_to_byte_shape
+        self._make = lambda: _stored_values(hf_name, weight, kind, cfg, spec)
+        if kind == "q8_0":
+            self.shape = quant_shape_to_byte_shape(weight.shape, gguf.GGMLQuantizationType.Q8_0)
+            self.dtype = np.dtype(np.uint8)
+        else:
+            self.shape = weight.shape
+            self.dtype = np.dtype(np.float32 if kind == "f32" else np.float16)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def tofile(self, fout) -> None:
+        values = self._make()
+        if values.nbytes != self.nbytes:  # the writer has already laid out the file
+            raise FinetuneError(f"GGUF tensor size changed while writing ({values.shape})")
+        values.tofile(fout)
+
+
+def _stored_values(hf_name: str, weight: ExactWeight, kind: str, cfg, spec) -> np.ndarray:
     import gguf
     from gguf.quants import quantize
+    data = np.ascontiguousarray(tensor_data(hf_name, weight.values(), cfg, spec))
+    if kind == "q8_0":
+        return quantize(data, gguf.GGMLQuantizationType.Q8_0)
+    return data.astype(np.float32 if kind == "f32" else np.float16, copy=False)
+
+
+def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
+               modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
+    """Write a model in memory — merged, or with its adapter still a branch
+    (``load_merged(adapter="branch")``: merged weight by weight while writing) — as GGUF,
+    with an Ollama Modelfile beside it. k-quants are written as f16 first, then quantised by
+    llama.cpp."""
+    import gguf
     step = progress or no_progress
     out = check_gguf_target(out_path, gguf_type)
     model, tokenizer, config = merged.model, merged.tokenizer, merged.config
@@ -125,10 +158,9 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
 
     # Tensors.
     name_map = gguf.get_tensor_name_map(model_arch, cfg.num_hidden_layers)
-    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    tied = head_tied(model)
     counts = {"f32": 0, "f16": 0, "q8_0": 0}
-    state = model.state_dict()
-    for hf_name, tensor in state.items():
+    for hf_name, weight in exact_weights(model).items():
         if tied and hf_name == "lm_head.weight":
             continue
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -136,22 +168,15 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
             if hf_name.endswith("rotary_emb.inv_freq"):
                 continue
             raise FinetuneError(f"cannot map tensor '{hf_name}' to a GGUF name")
-        data = tensor_data(hf_name, tensor.detach().to("cpu", torch.float32).numpy(), cfg, spec)
-        if data.ndim == 1 or stored == "f32":
-            writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float32))
-            counts["f32"] += 1
-        elif stored == "q8_0" and data.shape[-1] % 32 == 0:
-            writer.add_tensor(gguf_name, quantize(np.ascontiguousarray(data),
-                                                  gguf.GGMLQuantizationType.Q8_0),
-                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            counts["q8_0"] += 1
-        else:
-            writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float16))
-            counts["f16"] += 1
+        kind = ("f32" if len(weight.shape) == 1 or stored == "f32" else
+                "q8_0" if stored == "q8_0" and weight.shape[-1] % 32 == 0 else "f16")
+        writer.add_tensor(gguf_name, _Deferred(hf_name, weight, kind, cfg, spec),
+                          raw_dtype=gguf.GGMLQuantizationType.Q8_0 if kind == "q8_0" else None)
+        counts[kind] += 1
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
+        writer.write_tensors_to_file()  # each weight merged and converted as it is written
         writer.close()
         if gguf_type in K_QUANTS:
             step(0.9, f"quantising to {gguf_type} with llama.cpp")
@@ -194,11 +219,13 @@ def export_gguf(run_dir: str | Path, out_path: str | Path, gguf_type: str = "f16
                 modelfile: bool = True, progress: Progress | None = None) -> ExportResult:
     """Merge a run's adapter and write ``out_path`` (.gguf) plus an Ollama ``Modelfile``.
 
-    The weights are merged in float32 (exact), then stored as ``gguf_type``: f16, q8_0, f32,
-    or llama.cpp's q5_k_m / q4_k_m (for laptops: about 3.5x / 4x smaller than f16).
+    The weights are merged in float32 (exact) one at a time as they are written (the base
+    stays in its own dtype: one copy of the model in memory), then stored as ``gguf_type``:
+    f16, q8_0, f32, or llama.cpp's q5_k_m / q4_k_m (for laptops: about 3.5x / 4x smaller
+    than f16).
     """
     out = check_gguf_target(out_path, gguf_type)
     _, config = runs.find_run(run_dir)
     check_before_merging(config)
-    merged = load_merged(run_dir, dtype="float32", progress=progress)
+    merged = load_merged(run_dir, progress=progress, adapter="branch")
     return write_gguf(merged, out, gguf_type, modelfile=modelfile, progress=progress)

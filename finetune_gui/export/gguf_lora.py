@@ -106,7 +106,7 @@ def export_gguf_lora(run_dir: str | Path, out_dir: str | Path, base_type: str = 
     paths, config = runs.find_run(run_dir)
     _adapter(paths.root)                      # refuse before loading the base
     check_before_merging(config)
-    base = load_merged(paths.root, dtype="float32", progress=progress, merge=False)
+    base = load_merged(paths.root, progress=progress, adapter="none")
     tmp = dest.with_name(dest.name + ".partial")
     if tmp.exists():
         for leftover in tmp.iterdir():

@@ -64,3 +64,27 @@ def tensor_types(path: Path) -> dict:
     reader = gguf.GGUFReader(path)
     return dict(Counter(t.tensor_type.name.lower().replace("_k", "_K")
                         for t in reader.tensors))
+
+
+def open_in_llama_cpp(path: Path, **kwargs):
+    """A GGUF file loaded in llama.cpp to check it (``llama_cpp.Llama``), without llama.cpp's
+    weight-repacking buffers: with them, llama-cpp-python 0.3.36 crashes the process
+    (SIGSEGV) evaluating k-quant files on a CPU with AMX — seen on this project's Xeon, for
+    files llama.cpp's own quantizer wrote. The numbers are the same; only the layout differs."""
+    lib = _llama_cpp()
+    if lib is None:
+        raise FinetuneError(f"llama.cpp is not installed here: {INSTALL}")
+    import sys
+    binding = sys.modules["llama_cpp.llama_cpp"]
+    defaults = binding.llama_model_default_params
+
+    def without_repacking():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    binding.llama_model_default_params = without_repacking
+    try:
+        return lib.Llama(model_path=str(path), **kwargs)
+    finally:
+        binding.llama_model_default_params = defaults

@@ -123,10 +123,17 @@ def describe_export(run_dir: str | Path) -> dict:
             "notes": notes}
 
 
+ADAPTER_MODES = ("merged", "branch", "none")
+
+
 def load_merged(run_dir: str | Path, *, dtype: str = "auto",
-                progress: Progress | None = None, merge: bool = True) -> Merged:
-    """Base + adapter folded into plain weights, in memory (``merge=False``: the base alone,
-    as the adapter saw it, e.g. to ship the adapter separately)."""
+                progress: Progress | None = None, adapter: str = "merged") -> Merged:
+    """Base + adapter folded into plain weights, in memory. ``adapter="branch"``: the adapter
+    attached but not folded in, for writers that merge one weight at a time
+    (``exact_weights``); ``"none"``: the base alone, as the adapter saw it, e.g. to ship the
+    adapter separately."""
+    if adapter not in ADAPTER_MODES:
+        raise ValueError(f"adapter must be one of {ADAPTER_MODES}")
     from peft import PeftModel
     step = progress or no_progress
     paths, config = runs.find_run(run_dir)
@@ -147,12 +154,13 @@ def load_merged(run_dir: str | Path, *, dtype: str = "auto",
     if quant != "none":  # here, or once at load where the execution plan said so
         notes.append(f"the {quant} base was dequantised to "
                      f"{str(target).replace('torch.', '')} before merging")
-    if merge:
+    if adapter != "none":
         step(0.35, "loading adapter")
         model = PeftModel.from_pretrained(model, str(paths.adapter))
+    if adapter == "merged":
         step(0.5, "merging")
         model = model.merge_and_unload()
-    merged = model.to(target)
+    merged = model.to(target) if adapter != "branch" else model  # branch: the adapter's own dtype
     merged.eval()
     merged.config.use_cache = True
     for attr in ("quantization_config",):
