@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import llama_cpp
-
 from finetune_gui.chat import ChatEngine
 from finetune_gui.evaluation.metrics import keyword_hit
 from finetune_gui.evaluation.rows import read_eval_rows
 from finetune_gui.evaluation.runner import generation_for
 from finetune_gui.export import export_gguf
+from finetune_gui.export.gguf_quantize import open_in_llama_cpp
 
 
 def llama_cpp_answer(llm, ids: list[int], stop_ids: list[int], tokenizer, limit: int) -> str:
@@ -65,7 +64,7 @@ def main() -> int:
             result = export_gguf(args.run_dir, out, kind)
             export_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            llm = llama_cpp.Llama(model_path=str(out), n_ctx=1024, verbose=False, n_threads=None)
+            llm = open_in_llama_cpp(out, n_ctx=1024, verbose=False, n_threads=None)
             load_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             answers = [llama_cpp_answer(llm, ids, engine.stop_ids, engine.tokenizer,

@@ -63,29 +63,62 @@ def gguf_files(wide_run, tmp_path_factory) -> dict:
 
 
 def load(path: Path, **kw):
-    return llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, **kw)
+    return gguf_quantize.open_in_llama_cpp(path, n_ctx=512, verbose=False, **kw)
+
+
+def llama_cpp_tokens(llm, ids: list[int], engine: ChatEngine, max_new_tokens: int) -> list[int]:
+    """Greedy in llama.cpp, up to and including the run's stop token."""
+    out = []
+    for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
+        out.append(token)
+        if token in engine.stop_ids or len(out) >= max_new_tokens:
+            break
+    return out
 
 
 def llama_cpp_answer(llm, ids: list[int], engine: ChatEngine, max_new_tokens: int) -> str:
-    """Greedy in llama.cpp, stopping at the run's stop tokens."""
-    out = []
-    for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0):
-        if token in engine.stop_ids or len(out) >= max_new_tokens:
-            break
-        out.append(token)
-    return engine.tokenizer.decode(out, skip_special_tokens=True).strip()
+    tokens = llama_cpp_tokens(llm, ids, engine, max_new_tokens)
+    return engine.tokenizer.decode([t for t in tokens if t not in engine.stop_ids],
+                                   skip_special_tokens=True).strip()
+
+
+# How far below the reference's best token llama.cpp's pick may score. A random model's
+# logits have near ties, and the chat engine holds the base in bf16 on a CPU with native
+# bf16 while the file's matrices are f16: each can flip a near tie, so exact answers compare
+# only where the reference is decisive. A wrong tensor, vocabulary or template moves the
+# picks by whole logits.
+NEAR_TIE = 0.15
+
+
+def assert_answers_like_chat(llm, engine: ChatEngine, prompt: str, *, use_adapter=True) -> str:
+    """Every token llama.cpp picks greedily is the chat engine's greedy pick on the same
+    prefix, or within ``NEAR_TIE`` of it; llama.cpp's answer."""
+    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
+    ids = engine.prompt_ids(user(prompt))
+    tokens = llama_cpp_tokens(llm, ids, engine, params.max_new_tokens)
+    with engine.using(use_adapter) as model:
+        assert_near_greedy(model, ids, tokens, engine.tokenizer)
+    return llama_cpp_answer(llm, ids, engine, params.max_new_tokens)
+
+
+def assert_near_greedy(model, ids: list[int], tokens: list[int], tokenizer) -> None:
+    """Teacher-forced (one forward over prompt and answer): each of ``tokens`` scores within
+    ``NEAR_TIE`` of ``model``'s best token at its position."""
+    import torch
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids + tokens])).logits[0, len(ids) - 1:-1].float()
+    gaps = (logits.max(dim=-1).values - logits[torch.arange(len(tokens)), torch.tensor(tokens)])
+    assert gaps.max().item() <= NEAR_TIE, (tokenizer.decode(tokens), gaps.tolist())
 
 
 def test_llama_cpp_tokenises_and_answers_like_chat(gguf_files, engine):
-    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
     llm = load(gguf_files["f16"].path)
     try:
         for prompt in PROMPTS:
             ids = engine.prompt_ids(user(prompt))
             text = engine.tokenizer.decode(ids)
             assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
-            ours = llama_cpp_answer(llm, ids, engine, params.max_new_tokens)
-            assert ours == engine.answer(user(prompt), params), prompt
+            assert_answers_like_chat(llm, engine, prompt)
     finally:
         llm.close()
 
@@ -128,16 +161,12 @@ def test_lora_gguf_on_its_base_answers_like_chat(wide_run, engine, tmp_path):
     modelfile = (tmp_path / "lora" / "Modelfile").read_text()
     assert "\nFROM ./base.gguf\n" in modelfile and modelfile.endswith("ADAPTER ./adapter.gguf\n")
     assert result.extra["matrices"] == 14 and result.extra["adapter_bytes"] < 2**20
-    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
     tuned = load(base, lora_path=str(adapter))
     plain = load(base)
     try:
         for prompt in PROMPTS:
-            ids = engine.prompt_ids(user(prompt))
-            assert llama_cpp_answer(tuned, ids, engine, params.max_new_tokens) == \
-                engine.answer(user(prompt), params), prompt
-            assert llama_cpp_answer(plain, ids, engine, params.max_new_tokens) == \
-                engine.answer(user(prompt), params, use_adapter=False), prompt
+            assert_answers_like_chat(tuned, engine, prompt)
+            assert_answers_like_chat(plain, engine, prompt, use_adapter=False)
     finally:
         tuned.close()
         plain.close()
@@ -186,15 +215,17 @@ def test_sentencepiece_vocabulary_round_trips_through_transformers_and_llama_cpp
                                                      dtype=torch.float32)
         params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
         for prompt in PROMPTS:
+            assert_answers_like_chat(llm, engine, prompt)
+            # transformers reading the same file picks the same tokens
             ids = engine.prompt_ids(user(prompt))
-            want = engine.answer(user(prompt), params)
-            assert llama_cpp_answer(llm, ids, engine, params.max_new_tokens) == want, prompt
             x = torch.tensor([ids])
             with torch.inference_mode():
                 out = model.generate(input_ids=x, attention_mask=torch.ones_like(x),
                                      do_sample=False, max_new_tokens=params.max_new_tokens,
                                      eos_token_id=engine.stop_ids, pad_token_id=ours.pad_token_id)
-            assert ours.decode(out[0, len(ids):], skip_special_tokens=True).strip() == want
+            assert_near_greedy(model, ids, llama_cpp_tokens(llm, ids, engine,
+                                                            params.max_new_tokens), ours)
+            assert_near_greedy(model, ids, out[0, len(ids):].tolist(), ours)
     finally:
         llm.close()
 
@@ -232,15 +263,9 @@ def test_architectures_answer_in_llama_cpp_as_in_chat(model_type, arch, embedded
     engine = ChatEngine.from_run(run)
     result = export_gguf(run, tmp_path / "model.gguf", "f32")
     assert gguf.GGUFReader(result.path).fields["general.architecture"].contents() == arch
-    params = dataclasses.replace(engine.config.generation, repetition_penalty=1.0)
     llm = load(result.path)
     try:
-        answers = []
-        for prompt in PROMPTS:
-            ids = engine.prompt_ids(user(prompt))
-            want = engine.answer(user(prompt), params)
-            assert llama_cpp_answer(llm, ids, engine, params.max_new_tokens) == want, prompt
-            answers.append(want)
+        answers = [assert_answers_like_chat(llm, engine, prompt) for prompt in PROMPTS]
         assert any(answers) and len(set(answers)) > 1    # real, prompt-dependent answers
     finally:
         llm.close()
