@@ -254,6 +254,14 @@ def test_estimate_counts_the_frozen_lower_layers_outputs_training_keeps():
     assert estimate(cfg).breakdown["kept_layer_outputs"] == 0
 
 
+def test_each_ddp_process_holds_a_bucket_copy_of_the_trainable_gradients():
+    one = estimate(qlora_config(), gpu_bytes=COMMON_GPUS["T4 16GB"])
+    two = estimate(qlora_config(**{"train.processes": 2}), gpu_bytes=COMMON_GPUS["T4 16GB"])
+    assert one.breakdown["ddp_buckets"] == 0
+    assert two.breakdown["ddp_buckets"] == two.breakdown["gradients"] > 0
+    assert two.peak_bytes == one.peak_bytes + two.breakdown["gradients"]
+
+
 def test_checkpointing_and_quantization_lower_the_peak():
     t4 = COMMON_GPUS["T4 16GB"]
     plain = estimate(qlora_config(**{"model.quantization": "none"}), gpu_bytes=t4).peak_bytes

@@ -108,7 +108,8 @@ def plan_and_setup(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | 
                  lora_r=lc.r, use_dora=lc.use_dora, adapted_layers=lc.last_layers,
                  answer_tokens=(shape.longest_answer if shape else None)
                  if plan.uses("answer_head") else None,
-                 kept_layer_tokens=_kept_layer_tokens(plan, shape, arch, machine))
+                 kept_layer_tokens=_kept_layer_tokens(plan, shape, arch, machine),
+                 processes=t.processes)
 
 
 def _kept_layer_tokens(plan: ExecutionPlan, shape, arch: Arch, machine: Machine) -> int:

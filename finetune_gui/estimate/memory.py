@@ -20,6 +20,8 @@ Trainable state
     2 B/param plus block absmax (tensors under 4096 values stay 32-bit). Paged optimisers live in
     unified memory that spills to CPU RAM, so their states count in ``peak_bytes`` but not against
     the fit (``pageable_bytes``).
+DDP (``ddp_buckets``, more than one process): the reducer's flat gradient buckets, one more copy
+  of the trainable gradients per process.
 Activations (``activations``), per decoder layer and token, as autograd saves them
   * every RMSNorm saves its input in fp32 (4h) and 1/rms;
   * attention (SDPA/flash) saves q, k, v, output and a log-sum-exp; GQA stays native without a
@@ -74,7 +76,7 @@ OPTIM_8BIT_BLOCK = 256
 OPTIM_8BIT_MIN_SIZE = 4096
 
 BREAKDOWN_KEYS = ("base_weights", "lora_weights", "modules_to_save", "gradients",
-                  "optimizer_states", "activations", "kept_layer_outputs", "logits",
+                  "ddp_buckets", "optimizer_states", "activations", "kept_layer_outputs", "logits",
                   "autocast_weight_copies", "workspace", "cuda_context", "runtime", "allocator_overhead")
 
 
@@ -102,6 +104,7 @@ class Setup:
     adapted_layers: int = 0              # lora.last_layers: backprop stops below them (0 = all)
     answer_tokens: int | None = None     # answer-only head: positions projected per row
     kept_layer_tokens: int = 0           # frozen_bottom: tokens whose lower-layer output is kept
+    processes: int = 1                   # DDP processes (the estimate is per process)
 
     @property
     def autocast(self) -> bool:
@@ -264,6 +267,11 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
         b["optimizer_states"] += opt
         if s.optimizer.startswith("paged") and cuda:
             pageable += opt
+
+    if s.processes > 1:
+        # DDP's reducer all-reduces gradients through flat buckets: a second copy of every
+        # trainable gradient (the Trainer leaves gradient_as_bucket_view off)
+        b["ddp_buckets"] = b["gradients"]
 
     per_token, per_layer_fixed, work_per_token = _layer_terms(arch, pc, s)
 

@@ -146,6 +146,7 @@ TABLE: dict[str, dict[str, str]] = {
     "mem.lora_weights": {"en": "LoRA weights", "zh": "LoRA 权重"},
     "mem.modules_to_save": {"en": "Fully trained modules", "zh": "全量训练的模块"},
     "mem.gradients": {"en": "Gradients", "zh": "梯度"},
+    "mem.ddp_buckets": {"en": "Multi-process gradient buckets", "zh": "多进程梯度桶"},
     "mem.optimizer_states": {"en": "Optimizer state", "zh": "优化器状态"},
     "mem.activations": {"en": "Activations kept for backward", "zh": "反向传播保存的激活"},
     # Gradio's own status text, where its Chinese table has none (ui/gradio_text.py)
