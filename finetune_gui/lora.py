@@ -9,7 +9,7 @@ import torch
 
 from .config import LoraConfig
 from .errors import ConfigError
-from .models import linear_layer_names, text_config
+from .models import has_quantized_layers, linear_layer_names, text_config
 
 CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
@@ -34,17 +34,15 @@ def layer_count(model) -> int | None:
     return getattr(text_config(model.config), "num_hidden_layers", None)
 
 
-def is_quantized(model) -> bool:
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
-
-
 def attach_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool):
     """Prepare the base (k-bit casting, checkpointing) and add trainable adapters.
 
     Checkpointing is always non-reentrant: the re-entrant variant silently drops the LoRA
     gradients when the inputs do not require grad (we saw all-zero gradients on CPU).
     """
-    if is_quantized(model):
+    # Quantised layers, not transformers' load flags: a 4-bit base dequantised once on a CPU
+    # still says is_loaded_in_4bit, and k-bit preparation would cast all of it to fp32.
+    if has_quantized_layers(model):
         model = peft.prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
