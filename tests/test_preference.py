@@ -114,6 +114,9 @@ def test_trl_dpo_loss_equals_the_formula_by_hand(dpo_config, speedups):
 
 
 def test_sft_then_dpo_starts_from_the_sft_adapter(tiny_config, tmp_path):
+    # fp32: the first loss is exactly ln 2 only where the precomputed reference pass and the
+    # training pass round alike (bf16 on a bf16 CPU puts them ~2e-3 apart)
+    tiny_config.set("model.compute_dtype", "float32")
     sft = TrainingJob(tiny_config).run()
     assert sft.status == "finished"
     dpo = tiny_config.copy()

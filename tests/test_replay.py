@@ -61,6 +61,9 @@ def test_replay_questions_follow_the_data_language_and_miss_the_probe():
 
 
 def test_replay_rows_are_the_base_models_own_answers_with_its_distributions(tiny_config):
+    # fp32: a random model's near ties pick other words when a batched bf16 pass and a
+    # single-row one round differently (on a CPU with native bf16)
+    tiny_config.set("model.compute_dtype", "float32")
     tiny_config.data.replay_ratio = 0.25
     job = TrainingJob(tiny_config)
     state = job.run()
