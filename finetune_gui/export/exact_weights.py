@@ -66,7 +66,7 @@ def head_tied(model) -> bool:
         return True
     base = model.get_base_model()
     embeddings = (base.get_input_embeddings(), base.get_output_embeddings())
-    return not any(module in embeddings for name, module in base.named_modules()
+    return not any(module in embeddings for module in base.modules()
                    if hasattr(module, "modules_to_save"))
 
 

@@ -233,8 +233,13 @@ def fused_eager_attention(module, query, key, value, attention_mask, scaling, dr
                           **kwargs):
     """transformers' eager attention with the scale, mask and softmax as one kernel."""
     from transformers.models.llama.modeling_llama import eager_attention_forward, repeat_kv
+    # the scores' dtype: autocast's where it is on (fp32 rows under bf16 autocast give bf16
+    # scores beside an fp32 mask: eager promotes those, the kernel takes one dtype)
+    scores_dtype = (torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                    else query.dtype)
     if not _training(module) or dropout or attention_mask is None or not _covered(query) \
-            or attention_mask.dtype != query.dtype or attention_mask.dim() != 4 \
+            or attention_mask.dtype != query.dtype or scores_dtype != query.dtype \
+            or attention_mask.dim() != 4 \
             or attention_mask.stride(-1) != 1 \
             or attention_mask.shape[-2:] != (query.shape[-2], key.shape[-2]):
         return eager_attention_forward(module, query, key, value, attention_mask, scaling,
@@ -242,9 +247,6 @@ def fused_eager_attention(module, query, key, value, attention_mask, scaling, dr
     keys = repeat_kv(key, module.num_key_value_groups)
     values = repeat_kv(value, module.num_key_value_groups)
     scores = torch.matmul(query, keys.transpose(2, 3)).contiguous()
-    if scores.dtype != attention_mask.dtype:  # fp32 rows under bf16 autocast: eager's promotion
-        return eager_attention_forward(module, query, key, value, attention_mask, scaling,
-                                       dropout, **kwargs)
     probs = _AttentionSoftmax.apply(scores, attention_mask, float(scaling))
     return torch.matmul(probs, values).transpose(1, 2).contiguous(), probs
 
