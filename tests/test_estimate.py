@@ -317,20 +317,30 @@ def test_nf4_bytes_per_parameter():
 
 # ---- the CPU path against what torch really allocates ----------------------------------------
 
-def _measured_step_bytes(cfg_dict: dict, rc: RunConfig, lengths: list[int]) -> int:
-    """Peak bytes allocated by one forward+backward, from torch.profiler's memory events."""
+def _measured_step_bytes(cfg_dict: dict, rc: RunConfig, lengths: list[int], plan,
+                         tmp: Path) -> int:
+    """Peak bytes allocated by one forward+backward, from torch.profiler's memory events: the
+    model with the plan's speed-ups and LoRA as training sets them up, the loss by the run's
+    own Trainer."""
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoConfig, AutoModelForCausalLM
+    from finetune_gui import speedups
     from finetune_gui.lora import attach_lora
+    from finetune_gui.trainer import ResponseOnlyTrainer, training_arguments
     torch.manual_seed(0)
     d = dict(cfg_dict)
     model_type = d.pop("model_type")
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **d)).float()
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **d),
+                                             attn_implementation=plan.attention).float()
     model.config.use_cache = False
     if rc.train.precision == "bf16":  # as the execution plan has training store it
         from finetune_gui.models import store_in_bf16
         store_in_bf16(model)
     model = attach_lora(model, rc.lora, gradient_checkpointing=rc.train.gradient_checkpointing)
+    active = speedups.after_lora(model, plan, log=lambda line: None)
+    trainer = ResponseOnlyTrainer(
+        model=model, args=training_arguments(rc, tmp / "checkpoints", plan, has_eval=False),
+        answer_head="answer_head" in active, cpu_kernels="cpu_kernels" in active)
     model.train()
     b, s = len(lengths), max(lengths)
     ids = torch.randint(0, cfg_dict["vocab_size"], (b, s))
@@ -339,11 +349,11 @@ def _measured_step_bytes(cfg_dict: dict, rc: RunConfig, lengths: list[int]) -> i
     for row, n in enumerate(lengths):
         mask[row, :n] = 1
         labels[row, :n] = ids[row, :n]
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=rc.train.precision == "bf16"):
-            out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        loss = out.loss
-        del out
+            loss = trainer.compute_loss(model, inputs,
+                                        num_items_in_batch=int((labels[:, 1:] >= 0).sum()))
         loss.backward()
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.json"
@@ -354,13 +364,19 @@ def _measured_step_bytes(cfg_dict: dict, rc: RunConfig, lengths: list[int]) -> i
     return max(totals) - (totals[0] - events[0]["args"]["Bytes"])
 
 
-@pytest.mark.parametrize("stem,layers,seq,batch,gc,precision,targets,dropout", [
-    ("smollm2-135m-instruct", 2, 128, 1, False, "bf16", "all-linear", 0.05),
-    ("smollm2-135m-instruct", 2, 160, 2, True, "bf16", "all-linear", 0.05),
-    ("qwen__qwen2.5-0.5b", 2, 96, 1, False, "fp32", ["q_proj", "v_proj"], 0.0),
+@pytest.mark.parametrize("stem,layers,seq,batch,gc,precision,targets,dropout,speedups", [
+    ("smollm2-135m-instruct", 2, 128, 1, False, "bf16", "all-linear", 0.05, "safe"),
+    ("smollm2-135m-instruct", 2, 128, 1, False, "bf16", "all-linear", 0.05, "off"),
+    ("smollm2-135m-instruct", 2, 160, 2, True, "bf16", "all-linear", 0.05, "safe"),
+    ("smollm2-135m-instruct", 2, 160, 2, False, "bf16", "all-linear", 0.0, "safe"),
+    ("smollm2-135m-instruct", 2, 160, 2, True, "bf16", "all-linear", 0.05, "off"),
+    ("qwen__qwen2.5-0.5b", 2, 96, 1, False, "fp32", ["q_proj", "v_proj"], 0.0, "safe"),
+    ("qwen__qwen2.5-0.5b", 2, 96, 1, False, "fp32", ["q_proj", "v_proj"], 0.0, "off"),
 ])
 def test_cpu_estimate_matches_measured_allocations(tmp_path, stem, layers, seq, batch, gc,
-                                                   precision, targets, dropout):
+                                                   precision, targets, dropout, speedups):
+    """The estimate against the allocations of one real step, with the plan's speed-ups
+    (fused LoRA, the fused CPU kernels, the answer-only head) and without."""
     cfg_dict = preset(stem)
     cfg_dict["num_hidden_layers"] = layers
     cfg_dict["vocab_size"] = min(cfg_dict["vocab_size"], 65_536)  # less random init to wait for
@@ -370,13 +386,15 @@ def test_cpu_estimate_matches_measured_allocations(tmp_path, stem, layers, seq, 
     for k, v in {"model.name_or_path": str(path), "model.device": "cpu", "train.max_seq_len": seq,
                  "train.batch_size": batch, "train.gradient_checkpointing": gc,
                  "train.precision": precision, "lora.target_modules": targets,
-                 "lora.dropout": dropout}.items():
+                 "lora.dropout": dropout, "train.speedups": speedups}.items():
         rc.set(k, v)
-    b = estimate(rc).breakdown
+    e = estimate(rc)
+    b = e.breakdown
     # What one forward+backward allocates on top of the loaded model (no optimizer step here).
     est = sum(b[k] for k in ("gradients", "activations", "logits", "autocast_weight_copies",
                              "workspace"))
-    measured = _measured_step_bytes(cfg_dict, rc, [seq] + [seq - 17] * (batch - 1))
+    measured = _measured_step_bytes(cfg_dict, rc, [seq] + [seq - 17] * (batch - 1), e.plan,
+                                    tmp_path)
     assert est == pytest.approx(measured, rel=0.10)
 
 

@@ -106,10 +106,17 @@ def plan_and_setup(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | 
                  gradient_checkpointing=t.gradient_checkpointing,
                  attn_implementation=plan.attention, lora_dropout=lc.dropout,
                  lora_r=lc.r, use_dora=lc.use_dora, adapted_layers=lc.last_layers,
-                 answer_tokens=(shape.longest_answer if shape else None)
+                 answer_tokens=(shape.longest_answer if shape else t.max_seq_len)
                  if plan.uses("answer_head") else None,
                  kept_layer_tokens=_kept_layer_tokens(plan, shape, arch, machine),
-                 processes=t.processes)
+                 processes=t.processes, fused_lora=plan.uses("fused_lora"),
+                 cpu_kernels=plan.uses("cpu_kernels") and _kernels_cover(arch))
+
+
+def _kernels_cover(arch: Arch) -> bool:
+    """Whether the fused CPU kernels replace this model's norms, MLP and attention softmax."""
+    from ..speedups.cpu_kernels import MODEL_TYPES  # as resolve_plan imports the speed-ups
+    return arch.model_type in MODEL_TYPES and arch.config.get("hidden_act", "silu") == "silu"
 
 
 def _kept_layer_tokens(plan: ExecutionPlan, shape, arch: Arch, machine: Machine) -> int:

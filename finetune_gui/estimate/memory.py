@@ -35,10 +35,16 @@ Activations (``activations``), per decoder layer and token, as autograd saves th
     after k-bit preparation) keeps q/k/v and the MLP in fp32.
   With gradient checkpointing (non-reentrant, per layer) only each layer's input is kept and one
   layer is recomputed at a time.
+  The plan's speed-ups change what is kept: the fused LoRA step (``fused_lora``) keeps its
+  (dropped-out) input and keep-bits in the base layer's output dtype; the fused CPU kernels
+  (``cpu_kernels``, Llama-style models) keep a norm's input as it came plus 1/rms, gate and
+  up for SwiGLU, and only the probabilities for the attention softmax.
   These per-layer terms are checked against the tensors autograd really saves on the CPU (tests).
 Logits and loss (``logits``): transformers upcasts the logits to fp32 for the loss; the backward
   of log-softmax holds its fp32 output, the incoming gradient and its own gradient together:
-  12 bytes x vocabulary x tokens (Gemma-2's logit soft-capping adds two 16-bit copies).
+  12 bytes x vocabulary x tokens (Gemma-2's logit soft-capping adds two 16-bit copies). The
+  fused CPU loss holds the logits and their gradient in the head's dtype during its forward
+  only, before any backward workspace exists, and keeps the hidden states' gradient.
 Autocast copies (``autocast_weight_copies``): a frozen fp32 weight used under bf16 autocast is cast
   for each use and the copy is saved for the backward pass — all linear weights on the CPU path
   (fp32 base), the fp32 lm_head of a QLoRA model, and the adapters everywhere.
@@ -105,6 +111,8 @@ class Setup:
     answer_tokens: int | None = None     # answer-only head: positions projected per row
     kept_layer_tokens: int = 0           # frozen_bottom: tokens whose lower-layer output is kept
     processes: int = 1                   # DDP processes (the estimate is per process)
+    fused_lora: bool = False             # speedups.fused_lora: the adapter branch as one op
+    cpu_kernels: bool = False            # speedups.cpu_kernels cover this model's modules
 
     @property
     def autocast(self) -> bool:
@@ -122,6 +130,10 @@ class Setup:
     @property
     def embed_dtype(self) -> int:
         return self.embed_bytes or self.nonquant_bytes
+
+    @property
+    def kernels(self) -> bool:
+        return self.cpu_kernels and self.device == "cpu"
 
 
 @dataclass
@@ -180,6 +192,14 @@ def _dtypes(s: Setup) -> tuple[int, int]:
     return A, max(s.weight_bytes, A)
 
 
+def _norm_saved(h: int, stream: int, norm_w: int, s: Setup) -> int:
+    """Bytes an RMSNorm keeps per token: eager upcasts its input to fp32 and keeps that; the
+    fused kernel (its weight in the stream's dtype) keeps the input as it came and 1/rms."""
+    if s.kernels and stream == norm_w:
+        return stream * h + 4
+    return 4 * h + 4
+
+
 def _layer_terms(arch: Arch, pc: ParamCount, s: Setup) -> tuple[float, float, float]:
     """(saved bytes per token per layer, fixed saved bytes per layer, workspace per token)."""
     h, i, H, qd, kvd = arch.hidden, arch.intermediate, arch.heads, arch.q_dim, arch.kv_dim
@@ -191,11 +211,14 @@ def _layer_terms(arch: Arch, pc: ParamCount, s: Setup) -> tuple[float, float, fl
     S = A if s.autocast else max(Q, Rs)               # what attention saves and returns
     padded = s.batch_size > 1
 
-    saved = arch.norms_per_layer * (4 * h + 4)
+    saved = arch.norms_per_layer * _norm_saved(h, Rs, norm_w, s)
     if arch.qk_norm:
         saved += 4 * (qd + kvd)
     if s.attn_implementation == "eager":
-        saved += 3 * S * qd + (4 + S) * H * seq
+        # the fused softmax keeps only the probabilities, which the next matmul keeps anyway
+        # (it takes one dtype: queries, scores and mask all in the model's)
+        fused_softmax = s.kernels and Q == s.embed_dtype and (not s.autocast or A == Q)
+        saved += 3 * S * qd + (S if fused_softmax else 4 + S) * H * seq
         if arch.attn_softcap:  # tanh(scores / cap) keeps its output
             saved += S * H * seq
     else:
@@ -203,7 +226,7 @@ def _layer_terms(arch: Arch, pc: ParamCount, s: Setup) -> tuple[float, float, fl
         saved += S * (2 * qd + 2 * kv_eff) + 4 * H
     if padded and s.attn_implementation != "flash_attention_2":
         saved += S * seq  # the float attention mask made from the padding mask, saved per layer
-    saved += 3 * Q * i
+    saved += (2 if s.kernels else 3) * Q * i  # SwiGLU: gate, up (and act(gate) in eager)
 
     # Adapters: input dtype of each adapted leaf, and which adapters share one input tensor.
     inputs = {"q_proj": ("attn", N), "k_proj": ("attn", N), "v_proj": ("attn", N),
@@ -219,6 +242,18 @@ def _layer_terms(arch: Arch, pc: ParamCount, s: Setup) -> tuple[float, float, fl
         # peft casts the input to the adapter dtype, except bitsandbytes layers under CUDA autocast
         casts = not (s.quantized and cuda and s.autocast)
         Xc = s.adapter_bytes if casts else X
+        R = A if s.autocast else s.weight_bytes  # the base layer's output dtype
+        if s.fused_lora and not (s.use_dora or s.quantized):
+            # speedups.fused_lora: the (dropped-out) input and its keep-bits in R, A's output
+            if s.lora_dropout > 0:
+                per = 2 * R * fin
+            elif R == X:
+                per = 0 if group in shared_seen else X * fin
+                shared_seen.add(group)
+            else:
+                per = R * fin
+            saved += (per + R * s.lora_r) * count
+            continue
         if s.lora_dropout > 0:
             per = (1 if cuda else Xc) * fin + (A if s.autocast else Xc) * fin
         elif (A if s.autocast else Xc) == X:
@@ -298,7 +333,15 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
     # The answer-only head projects the answer positions alone.
     T_head = T if s.answer_tokens is None else s.batch_size * min(s.answer_tokens, s.seq_len)
     logits = 12 * V * T_head + (2 * 2 * V * T_head if arch.logit_softcap else 0)
-    final = (4 * h + 4) * T  # the final norm
+    head_w = s.embed_dtype if s.quantized else s.weight_bytes
+    trained_head = any(m.name == "lm_head" for m in pc.adapted) or any(
+        t.module == "lm_head" for t in pc.tensors if t.group == "copy")
+    fused_loss = s.kernels and s.answer_tokens is not None and not trained_head
+    if fused_loss:
+        # the fused loss: the logits and their gradient, in the head's dtype, live together
+        # only inside the loss's forward; what it keeps is the hidden states' gradient
+        logits = 2 * V * head_w * T_head
+    final = _norm_saved(h, Rs, s.nonquant_bytes if s.quantized else s.weight_bytes, s) * T
     if any(m.name == "lm_head" for m in pc.adapted):
         # the adapter's input copy and mask, and B's vocabulary-wide output added to the logits
         final += (A + (1 if cuda else 4)) * h * T
@@ -314,6 +357,11 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
     if s.use_dora and pc.adapted:  # the weight norm of W + BA, in fp32, one layer at a time
         workspace += 4 * max(m.in_features * m.out_features for m in pc.adapted)
 
+    if fused_loss:  # its peak comes in the forward pass, before any backward workspace
+        if logits >= workspace:
+            workspace = 0
+        else:
+            logits = h * head_w * T_head
     # Layers below the lowest adapted one need no gradient: autograd keeps nothing of them.
     L = min(L, s.adapted_layers) if s.adapted_layers else L
     if s.gradient_checkpointing:

@@ -271,12 +271,14 @@ def _use_fused_attention(model: torch.nn.Module) -> int:
     return len(attentions)
 
 
-# The modules whose eager forward the kernels reproduce, by class name: Llama's RMSNorm
-# (``weight * to_dtype(x * rsqrt(mean(x^2) + eps))``) and its SiLU-gated MLP. Others (Gemma's
-# ``1 + weight`` norm, GELU MLPs) keep their own forward.
-_RMS_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
-_SWIGLU_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
-_ATTENTIONS = {"LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention"}
+# The model types whose eager modules the kernels reproduce, by class name: Llama's RMSNorm
+# (``weight * to_dtype(x * rsqrt(mean(x^2) + eps))``), its SiLU-gated MLP and its attention.
+# Others (Gemma's ``1 + weight`` norm, GELU MLPs) keep their own forward. The memory estimate
+# reads this too (``finetune_gui.estimate``).
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+_RMS_NORMS = {f"{t.capitalize()}RMSNorm" for t in MODEL_TYPES}
+_SWIGLU_MLPS = {f"{t.capitalize()}MLP" for t in MODEL_TYPES}
+_ATTENTIONS = {f"{t.capitalize()}Attention" for t in MODEL_TYPES}
 _fused_classes: dict[type, type] = {}
 
 
