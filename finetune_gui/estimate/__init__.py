@@ -106,8 +106,8 @@ def plan_and_setup(config: RunConfig, arch: Arch, device: str, gpu_bytes: int | 
                  gradient_checkpointing=t.gradient_checkpointing,
                  attn_implementation=plan.attention, lora_dropout=lc.dropout,
                  lora_r=lc.r, use_dora=lc.use_dora, adapted_layers=lc.last_layers,
-                 answer_tokens=(shape.longest_answer if shape else t.max_seq_len)
-                 if plan.uses("answer_head") else None,
+                 answer_tokens=(shape.longest_answer if shape else None)
+                 if plan.uses("answer_head") else None, answer_head=plan.uses("answer_head"),
                  kept_layer_tokens=_kept_layer_tokens(plan, shape, arch, machine),
                  processes=t.processes, fused_lora=plan.uses("fused_lora"),
                  cpu_kernels=plan.uses("cpu_kernels") and _kernels_cover(arch))

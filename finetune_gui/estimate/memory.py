@@ -109,6 +109,7 @@ class Setup:
     cuda_context_bytes: int = CUDA_CONTEXT_BYTES
     adapted_layers: int = 0              # lora.last_layers: backprop stops below them (0 = all)
     answer_tokens: int | None = None     # answer-only head: positions projected per row
+    answer_head: bool = False            # the run's own loss (speedups.answer_head) projects
     kept_layer_tokens: int = 0           # frozen_bottom: tokens whose lower-layer output is kept
     processes: int = 1                   # DDP processes (the estimate is per process)
     fused_lora: bool = False             # speedups.fused_lora: the adapter branch as one op
@@ -336,7 +337,7 @@ def estimate_memory(arch: Arch, pc: ParamCount, s: Setup) -> Memory:
     head_w = s.embed_dtype if s.quantized else s.weight_bytes
     trained_head = any(m.name == "lm_head" for m in pc.adapted) or any(
         t.module == "lm_head" for t in pc.tensors if t.group == "copy")
-    fused_loss = s.kernels and s.answer_tokens is not None and not trained_head
+    fused_loss = s.kernels and s.answer_head and not trained_head
     if fused_loss:
         # the fused loss: the logits and their gradient, in the head's dtype, live together
         # only inside the loss's forward; what it keeps is the hidden states' gradient
