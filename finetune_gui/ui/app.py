@@ -17,8 +17,9 @@ from .fields import bind_fields, field_updates, set_field
 from .jobs import JobRegistry
 from .locale import LANGUAGES, t
 from .presets import list_presets, load_preset, preset_path, save_preset
+from .settings_store import SettingsStore
 from .api_service import ApiService
-from .state import UserState, new_state_factory
+from .state import UserState, new_state_factory, restore_settings
 from .workspace import Workspace
 
 TABS = ("model", "data", "lora", "train", "evaluate", "chat", "export")
@@ -42,7 +43,8 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
     workspace = Workspace.create(options.root, options.runs_dir, shared=options.shared,
                                  extra=[options.model] if options.model and
                                  Path(options.model).expanduser().exists() else None)
-    ui = Ui(options, workspace)
+    ui = Ui(options, workspace,
+            settings=SettingsStore(workspace.runs_dir, visitor_secret(workspace)))
     registry = registry or JobRegistry()
     registry.owners = registry.owners or options.shared
     api = ApiService(options.host, owners=options.shared)
@@ -60,11 +62,12 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
                                  .exists() else None, scale=3, elem_id="preset")
             ui.text(preset, label="preset.pick")
             preset_load = gr.Button(ui.t("preset.load"), scale=1, elem_id="preset-load")
+            preset_reset = gr.Button(ui.t("preset.reset"), scale=1, elem_id="preset-reset")
             preset_name = gr.Textbox(label=ui.t("preset.name"), scale=2, elem_id="preset-name")
             preset_save = gr.Button(ui.t("preset.save"), scale=1, elem_id="preset-save")
             cli_button = gr.Button(ui.t("preset.cli"), scale=1, elem_id="cli-button")
-            for comp, key in ((preset_load, "preset.load"), (preset_save, "preset.save"),
-                              (cli_button, "preset.cli")):
+            for comp, key in ((preset_load, "preset.load"), (preset_reset, "preset.reset"),
+                              (preset_save, "preset.save"), (cli_button, "preset.cli")):
                 ui.text(comp, value=key)
             ui.text(preset_name, label="preset.name")
         cli = gr.Textbox(label=ui.t("preset.cli_label"), visible=False, buttons=["copy"],
@@ -93,7 +96,8 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
         events = bind_fields(ui, state, status)
         parts["train"].wire_buttons()
         _wire(ui, demo, state, parts, tabs, events, lang, status,
-              (preset, preset_load, preset_name, preset_save, cli_button, cli), registry)
+              (preset, preset_load, preset_reset, preset_name, preset_save, cli_button, cli),
+              registry)
     if options.shared:
         # Gradio writes the API description (every handler, label and default) into the
         # login page too, and '/?all_endpoints=true' lists even undocumented handlers; a
@@ -143,7 +147,7 @@ def _no_api_description(*_args, **_kwargs) -> dict:
 
 def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, registry) -> None:
     model, data, lora, train = parts["model"], parts["data"], parts["lora"], parts["train"]
-    preset, preset_load, preset_name, preset_save, cli_button, cli = header
+    preset, preset_load, preset_reset, preset_name, preset_save, cli_button, cli = header
     field_comps = list(ui.fields.values())
     model_view = [model.source, model.path, model.upload]
 
@@ -181,17 +185,26 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     def on_page_load(st: UserState, browser_id: str | None, request: gr.Request):
         st.visitor, browser_id = visitor_of(request, browser_id)
         job = registry.current
+        note = ""
         if job is not None and job.state.active and registry.owned_by(st.visitor):
             # The visitor's own job: a reloaded page shows its settings. Another visitor's
-            # page starts from the preset, never from someone else's settings.
+            # page starts from the preset (or their own saved settings), never from someone
+            # else's.
             st.config = job.config.copy()
+        else:
+            note = restore_settings(ui, st)
+        shown_preset = st.preset if any(st.preset == path for _, path in
+                                        list_presets(ui.workspace)) else None
         return [*sync_all(st), model_tab.hardware_markdown(st.lang), *train.attach(st),
-                browser_id]
+                gr.update(value=shown_preset), note, gr.update(value=st.lang),
+                *(ui.translations(st.lang) if st.lang != ui.options.lang   # built in that one
+                  else [gr.skip()] * len(ui.texts)), browser_id]
 
     browser = gr.BrowserState(None, storage_key="finetune_gui_visitor",
                               secret=visitor_secret(ui.workspace))
     demo.load(on_page_load, [state, browser],
-              [*field_comps, *model_view, model.hardware, *train.outputs, browser]) \
+              [*field_comps, *model_view, model.hardware, *train.outputs, preset, status, lang,
+               *[item.component for item in ui.texts], browser]) \
         .then(None, js=PAGE_READY_JS)
 
     @guarded
@@ -205,6 +218,7 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         st.config, st.preset = config, path
         st.drop_model()
         st.engine = None
+        ui.remember(st)
         message = "✅ " + t("preset.loaded", st.lang, path=path)
         if notes:
             message += "\n\n" + "\n".join(f"⚠️ {n}" for n in notes)
@@ -245,6 +259,10 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     preset_load.click(on_preset_load, [state, preset], [*field_comps, *model_view, status]) \
         .then(lora.refresh, [state], lora.refresh_outputs, queue=False) \
         .then(_data_refresh_if_loaded(data), [state], data.refresh_outputs)
+    preset_reset.click(lambda st: on_preset_load(st, st.preset or ui.options.preset), [state],
+                       [*field_comps, *model_view, status]) \
+        .then(lora.refresh, [state], lora.refresh_outputs, queue=False) \
+        .then(_data_refresh_if_loaded(data), [state], data.refresh_outputs)
     preset_save.click(on_preset_save, [state, preset_name], [preset, status])
     cli_button.click(on_cli, [state], [cli], queue=False)
 
@@ -252,6 +270,7 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
 
     def on_lang(st: UserState, code: str):
         st.lang = code if code in LANGUAGES else "en"
+        ui.remember(st)
         return ui.translations(st.lang)
 
     lang.input(on_lang, [state, lang], text_comps, queue=False) \

@@ -19,6 +19,7 @@ import gradio as gr
 from ..config import RunConfig, field_info
 from ..errors import FinetuneError
 from . import locale
+from .settings_store import SettingsStore
 from .workspace import Workspace
 
 log = logging.getLogger("finetune_gui.ui")
@@ -49,10 +50,16 @@ class Ui:
     workspace: Workspace
     texts: list[Text] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
+    settings: SettingsStore | None = None   # each visitor's settings, kept as they change
 
     @property
     def lang(self) -> str:
         return self.options.lang
+
+    def remember(self, st) -> None:
+        """Keep a session's settings (``UserState``) for its next page load or app start."""
+        if self.settings is not None:
+            self.settings.remember(st)
 
     def t(self, key: str, **kw) -> str:
         return locale.t(key, self.lang, **kw)

@@ -144,6 +144,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             return [gr.skip()] * (len(views) + 1)
         stored = ui.workspace.store_upload(file)
         st.config.set("data.path", ui.workspace.display(stored))
+        ui.remember(st)
         st.rows, st.selected_row, st.data_dirty = [], 1, False
         try:
             st.rows = dv.load_rows(stored)
@@ -214,6 +215,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         target = ui.workspace.check(st.config.data.path, "data.path")
         saved, backup = dv.save_table(target, st.rows)
         st.config.set("data.path", ui.workspace.display(saved))
+        ui.remember(st)
         st.data_dirty = False
         note = t("data.saved", st.lang, path=ui.workspace.display(saved))
         if backup:
@@ -241,6 +243,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         except FinetuneError as exc:
             return [gr.skip()] * (len(views) - 2) + [f"⚠️ {exc}", gr.skip()]
         st.config.set("data.custom_template", text)
+        ui.remember(st)
         return render(st, with_table=False)
 
     custom.input(on_custom_live, [state, custom], views, show_progress="hidden",

@@ -62,6 +62,7 @@ def set_field(ui: Ui, st: UserState, dotted: str, value: Any) -> None:
     if dotted.startswith("model."):
         st.drop_model()
         st.engine = None
+    ui.remember(st)
 
 
 def bind_fields(ui: Ui, state: gr.State, status: gr.Markdown) -> dict[str, list]:

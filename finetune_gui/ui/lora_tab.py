@@ -102,6 +102,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             return target_update(st), count_text(st)
         value = "all-linear" if names and set(chosen) == set(names) else list(chosen)
         st.config.set("lora.target_modules", value, source="UI")
+        ui.remember(st)
         return gr.skip(), count_text(st)
 
     targets.input(on_targets, [state, targets], [targets, count], queue=False,

@@ -57,6 +57,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         if kind == "embedded":
             st.config.set("model.name_or_path", EMBEDDED_MODEL)
             st.drop_model()
+            ui.remember(st)
             return gr.update(value=EMBEDDED_MODEL, interactive=False), gr.update(visible=False)
         current = st.config.model.name_or_path
         value = "" if current == EMBEDDED_MODEL else current
@@ -70,6 +71,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         stored = ui.workspace.store_upload(file, "models")
         st.config.set("model.name_or_path", str(stored))
         st.drop_model()
+        ui.remember(st)
         return gr.update(value=str(stored))
 
     @guarded

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import FinetuneError
-from .common import AppOptions
+from .common import AppOptions, Ui, friendly
+from .locale import LANGUAGES, t
 from .workspace import Workspace
 
 
@@ -27,6 +28,7 @@ class UserState:
     visitor: str = field(default_factory=lambda: "session:" + secrets.token_urlsafe(16))
     preset: str = ""                  # the preset last loaded (base for 'copy as CLI')
     replace_preset: str = ""          # a preset file the next Save may replace (asked once)
+    saved_settings: str = ""          # what settings_store last wrote for this visitor
     # Model tab
     model: Any = None
     tokenizer: Any = None
@@ -92,3 +94,26 @@ def new_state_factory(options: AppOptions, workspace: Workspace):
         return UserState(config=config, lang=options.lang, preset=preset)
     make.__name__ = "new_user_state"
     return make
+
+
+def restore_settings(ui: Ui, st: UserState) -> str:
+    """Put the visitor's saved settings (``settings_store``) into ``st``, checked as a
+    preset is (the shared app's paths, no model code); returns a note for the page, empty
+    when all went well or there was nothing saved."""
+    if ui.settings is None:
+        return ""
+    try:
+        saved = ui.settings.load(st.visitor)
+        if saved is None:
+            return ""
+        notes = ui.workspace.switch_off_code(saved.config)
+        ui.workspace.check_config(saved.config)
+    except FinetuneError as exc:
+        return "⚠️ " + t("settings.not_restored", st.lang, reason=friendly(exc, st.lang))
+    config = saved.config
+    # a run made with these settings since: the next one goes to a fresh folder
+    config.train.output_dir = ui.workspace.fresh_run_dir(config.train.output_dir)
+    st.config, st.preset = config, saved.preset
+    st.lang = saved.lang if saved.lang in LANGUAGES else st.lang
+    ui.remember(st)
+    return "\n".join(f"⚠️ {note}" for note in notes)

@@ -1,0 +1,93 @@
+"""Each visitor's settings as they stand, kept across page reloads and app restarts.
+
+A visitor is a login user, or a browser (the random token it keeps; see ``app.visitor_of``).
+Their settings are written as they change, one sparse YAML file per visitor in the runs
+folder (``.settings/``, never the repository), named by a keyed hash of the identity so
+that a file name reveals no token and no user name. A file is read back with the checks a
+preset gets (size cap, safe YAML, every key and value through ``RunConfig.set``); the
+caller then applies the shared app's path and code rules, as for a preset. A page that has
+not loaded yet (a ``session:`` visitor) has nothing to keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import MAX_CONFIG_BYTES, RunConfig, atomic_write_text, parse_yaml
+from ..errors import ConfigError
+from .presets import sparse_dict
+
+log = logging.getLogger("finetune_gui.settings")
+
+FOLDER = ".settings"
+KEPT_VISITORS = ("user:", "browser:")
+
+
+@dataclass
+class SavedSettings:
+    config: RunConfig
+    preset: str      # the preset they started from ('reset to preset' goes back to it)
+    lang: str
+
+
+class SettingsStore:
+    def __init__(self, runs_dir: Path, secret: str):
+        self.folder = Path(runs_dir) / FOLDER
+        self._key = secret.encode("utf-8")
+
+    def path_for(self, visitor: str) -> Path | None:
+        if not visitor.startswith(KEPT_VISITORS):
+            return None
+        digest = hmac.new(self._key, visitor.encode("utf-8"), hashlib.sha256).hexdigest()
+        return self.folder / f"{digest[:40]}.yaml"
+
+    @staticmethod
+    def text_of(config: RunConfig, preset: str, lang: str) -> str:
+        return yaml.safe_dump({"preset": preset, "lang": lang, "settings": sparse_dict(config)},
+                              sort_keys=False, allow_unicode=True)
+
+    def save(self, visitor: str, text: str) -> bool:
+        """Write a visitor's settings (``text_of``); False when there is nowhere to keep
+        them (a page not loaded yet, a read-only or full disk: logged, the edit stands)."""
+        path = self.path_for(visitor)
+        if path is None or len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+            return False
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            log.warning("settings not saved (%s): %s", path, exc.strerror or exc)
+            return False
+        return True
+
+    def load(self, visitor: str) -> SavedSettings | None:
+        """A visitor's saved settings; None when there are none. Raises ``ConfigError``
+        naming what is wrong when the file cannot be used (damaged, edited by hand)."""
+        path = self.path_for(visitor)
+        if path is None or not path.is_file():
+            return None
+        where = "saved settings"
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES // 1000} kB")
+            data = parse_yaml(path.read_text(encoding="utf-8"), where)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot be read ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: not a mapping")
+        preset, lang = data.get("preset", ""), data.get("lang", "")
+        if not isinstance(preset, str) or not isinstance(lang, str):
+            raise ConfigError(f"{where}: 'preset' and 'lang' must be text")
+        return SavedSettings(RunConfig.from_dict(data.get("settings"), source=where),
+                             preset[:300], lang[:10])
+
+    def remember(self, st) -> None:
+        """Save a session's settings (a ``UserState``) if they changed since last saved."""
+        text = self.text_of(st.config, st.preset, st.lang)
+        if text != st.saved_settings and self.save(st.visitor, text):
+            st.saved_settings = text
