@@ -121,12 +121,14 @@ def test_bad_evaluation_file_names_the_row(split_run, tmp_path):
 
 
 def test_early_stopping_stops_and_keeps_the_best_step(tiny_config, tmp_path):
-    """Validation answers contradict the training answers: the eval loss falls while the
-    template is learned, then rises; training stops and the best step's adapter is kept."""
+    """Validation answers share nothing with the training answers but the question's
+    number and the end of turn: the eval loss falls a little while those are learned, then
+    rises as the training answers take over; training stops and the best step's adapter is
+    kept. (Answers that differ in one word kept falling for 80 steps on the tiny model.)"""
     train = [{"instruction": f"What is code {i}?", "input": "", "output": f"Code {i} is blue."}
              for i in range(16)]
-    val = [{"instruction": f"What is code {i}?", "input": "", "output": f"Code {i} is red."}
-           for i in range(16)]
+    val = [{"instruction": f"What is code {i}?", "input": "",
+            "output": f"Never heard of {i}, sorry!"} for i in range(16)]
     tiny_config.data.path = str(write_jsonl(tmp_path / "train.jsonl", train))
     tiny_config.data.val_path = str(write_jsonl(tmp_path / "val.jsonl", val))
     tiny_config.train.max_steps, tiny_config.train.eval_steps = 80, 2

@@ -7,7 +7,7 @@ import pytest
 
 from finetune_gui.ui.common import AppOptions, Ui
 from finetune_gui.ui.fields import set_field
-from finetune_gui.ui.settings_store import SettingsStore
+from finetune_gui.ui.settings_store import RECENT_KEEP, SettingsStore, note_recent
 from finetune_gui.ui.state import UserState, initial_config, restore_settings
 from finetune_gui.ui.workspace import Workspace
 
@@ -129,3 +129,41 @@ def test_an_unwritable_runs_folder_keeps_the_edit(tmp_path):
     ui.settings.folder.write_text("a file where the folder should be")
     set_field(ui, st, "lora.r", 24)   # the save fails (logged); the edit stands
     assert st.config.lora.r == 24
+
+
+def test_recent_models_and_data_come_back_latest_first_and_bounded(tmp_path):
+    ui = _app(tmp_path)
+    st, _ = _page(ui, "user:ivy")
+    for i in range(RECENT_KEEP + 3):
+        note_recent(st, "data.path", f"data/uploads/f{i}.jsonl")
+    note_recent(st, "data.path", "data/uploads/f5.jsonl")     # used again: first, once
+    note_recent(st, "model.name_or_path", "HuggingFaceTB/SmolLM2-360M")
+    ui.remember(st)
+    again, note = _page(ui, "user:ivy")
+    assert note == ""
+    data = again.recent["data.path"]
+    assert data[0] == "data/uploads/f5.jsonl" and data.count("data/uploads/f5.jsonl") == 1
+    assert len(data) == RECENT_KEEP and data[1] == f"data/uploads/f{RECENT_KEEP + 2}.jsonl"
+    assert again.recent["model.name_or_path"] == ["HuggingFaceTB/SmolLM2-360M"]
+
+
+def test_a_shared_app_offers_only_recent_paths_it_would_take(tmp_path):
+    local = _app(tmp_path)
+    st, _ = _page(local, "user:jo")
+    note_recent(st, "data.path", "/etc/passwd")
+    note_recent(st, "data.path", "data/uploads/mine.jsonl")
+    note_recent(st, "model.name_or_path", str(tmp_path / "outside-model"))
+    ui_shared = _app(tmp_path, shared=True)
+    local.remember(st)
+    again, _ = _page(ui_shared, "user:jo")
+    assert again.recent["data.path"] == ["data/uploads/mine.jsonl"]
+    assert again.recent["model.name_or_path"] == []
+
+
+def test_a_malformed_recent_list_is_named(tmp_path):
+    ui = _app(tmp_path)
+    path = ui.settings.path_for("user:kim")
+    path.parent.mkdir(parents=True)
+    path.write_text("recent:\n  train.output_dir: [x]\n", encoding="utf-8")
+    _, note = _page(ui, "user:kim")
+    assert "not restored" in note and "'recent'" in note

@@ -11,7 +11,7 @@ import gradio as gr
 from ..errors import FinetuneError
 from ..hardware import gpu_list as detect_gpus
 from . import (advice_box, chat_tab, data_tab, evaluate_tab, export_tab, lora_tab, model_tab,
-               gradio_text, notices, train_tab)
+               gradio_text, notices, recent, train_tab)
 from .common import AppOptions, Ui, friendly, guarded
 from .fields import bind_fields, field_updates, set_field
 from .jobs import JobRegistry
@@ -196,6 +196,7 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
         shown_preset = st.preset if any(st.preset == path for _, path in
                                         list_presets(ui.workspace)) else None
         return [*sync_all(st), model_tab.hardware_markdown(st.lang), *train.attach(st),
+                recent.choices(st, "model.name_or_path"), recent.choices(st, "data.path"),
                 gr.update(value=shown_preset), note, gr.update(value=st.lang),
                 *(ui.translations(st.lang) if st.lang != ui.options.lang   # built in that one
                   else [gr.skip()] * len(ui.texts)), browser_id]
@@ -203,7 +204,8 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
     browser = gr.BrowserState(None, storage_key="finetune_gui_visitor",
                               secret=visitor_secret(ui.workspace))
     demo.load(on_page_load, [state, browser],
-              [*field_comps, *model_view, model.hardware, *train.outputs, preset, status, lang,
+              [*field_comps, *model_view, model.hardware, *train.outputs, model.recent,
+               data.recent, preset, status, lang,
                *[item.component for item in ui.texts], browser]) \
         .then(None, js=PAGE_READY_JS)
 

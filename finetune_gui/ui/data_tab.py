@@ -11,6 +11,7 @@ import pandas as pd
 from ..errors import DataError, FinetuneError
 from ..templates import TemplateSpec
 from . import data_view as dv
+from . import recent
 from .common import Ui, friendly, guarded
 from .fields import apply_values
 from .locale import colors_by_name, t
@@ -31,7 +32,9 @@ def color_map(lang: str) -> dict[str, str]:
 def build(ui: Ui, state: gr.State) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=3):
-            ui.field("data.path", "text", elem_id="data-path")
+            with gr.Row():
+                ui.field("data.path", "text", elem_id="data-path", scale=3)
+                recent_data = recent.build(ui, "data.path", "data-recent")
         with gr.Column(scale=2):
             upload = gr.File(label=ui.t("data.upload"), file_types=[
                 ".jsonl", ".json", ".csv", ".parquet", ".txt", ".md"], height=130,
@@ -136,6 +139,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         ui.workspace.check_data(path, "data.path")
         st.rows = dv.load_rows(path)
         st.selected_row, st.data_dirty = 1, False
+        recent.used(ui, st, "data.path")
         return render(st)
 
     @guarded
@@ -144,7 +148,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             return [gr.skip()] * (len(views) + 1)
         stored = ui.workspace.store_upload(file)
         st.config.set("data.path", ui.workspace.display(stored))
-        ui.remember(st)
+        recent.used(ui, st, "data.path")
         st.rows, st.selected_row, st.data_dirty = [], 1, False
         try:
             st.rows = dv.load_rows(stored)
@@ -215,7 +219,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         target = ui.workspace.check(st.config.data.path, "data.path")
         saved, backup = dv.save_table(target, st.rows)
         st.config.set("data.path", ui.workspace.display(saved))
-        ui.remember(st)
+        recent.used(ui, st, "data.path")
         st.data_dirty = False
         note = t("data.saved", st.lang, path=ui.workspace.display(saved))
         if backup:
@@ -224,14 +228,17 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         return [gr.update(value=st.config.data.path), *render(st, with_table=False)]
 
     path_box = ui.fields["data.path"]
-    load.click(on_load, [state, path_box], views)
-    upload.upload(on_upload, [state, upload], [path_box, *views])
+    show_recent = (lambda st: recent.choices(st, "data.path"), [state], [recent_data])
+    load.click(on_load, [state, path_box], views).then(*show_recent, queue=False)
+    upload.upload(on_upload, [state, upload], [path_box, *views]).then(*show_recent,
+                                                                       queue=False)
+    recent.wire(ui, state, recent_data, "data.path", [path_box])
     table.select(on_select, [state], views, queue=False)
     number.submit(on_number, [state, number], views)
     buttons["apply"].click(on_apply, [state, *editor], views)
     buttons["add"].click(on_add, [state], views)
     buttons["delete"].click(on_delete, [state, number], views)
-    buttons["save"].click(on_save, [state], [path_box, *views])
+    buttons["save"].click(on_save, [state], [path_box, *views]).then(*show_recent, queue=False)
     table.input(on_table, [state, table], views)
 
     @guarded
@@ -257,6 +264,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             return [gr.skip()] * (len(views) - 1) + [f"⚠️ {friendly(exc, st.lang)}", gr.skip()]
 
     return SimpleNamespace(views=views, refresh=refresh, refresh_outputs=[custom, *views],
+                           recent=recent_data,
                            table=table, preview=preview, load=load, render=render)
 
 

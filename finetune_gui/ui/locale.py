@@ -43,6 +43,7 @@ TABLE: dict[str, dict[str, str]] = {
     "preset.save": {"en": "Save preset", "zh": "保存预设"},
     "preset.cli": {"en": "Copy as CLI command", "zh": "复制为命令行"},
     "preset.reset": {"en": "Reset to preset", "zh": "恢复为预设"},
+    "recent.pick": {"en": "Recent", "zh": "最近使用"},
     "settings.not_restored": {"en": "Your settings from last time were not restored ({reason}): you start from the preset.",
                               "zh": "未能恢复你上次的设置（{reason}）：从预设开始。"},
     "preset.cli_label": {"en": "The same run from a terminal", "zh": "在终端中运行同样的训练"},

@@ -10,6 +10,7 @@ import gradio as gr
 from .. import hardware, models
 from ..plan import resolve_plan
 from ..config import EMBEDDED_MODEL
+from . import recent
 from .common import Ui, guarded, markdown_lines
 from .locale import say, t
 from .lora_count import structure_of
@@ -31,7 +32,9 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
                               elem_id="model-source")
             ui.text(source, label="model.source", info="model.source_info",
                     choices=source_choices)
-            path = ui.field("model.name_or_path", "text", elem_id="model-path")
+            with gr.Row():
+                path = ui.field("model.name_or_path", "text", elem_id="model-path", scale=3)
+                recent_models = recent.build(ui, "model.name_or_path", "model-recent")
             upload = gr.File(label=ui.t("model.upload"), file_types=[".gguf"],
                              visible=False, elem_id="model-upload")
             ui.text(upload, label="model.upload")
@@ -92,6 +95,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         st.card = models.describe(model, cfg.quantization)
         st.model, st.tokenizer, st.tokenizer_for = model, tokenizer, cfg.name_or_path
         st.structure = structure_of(model)
+        recent.used(ui, st, "model.name_or_path")
         return card_markdown(st, seconds)
 
     def on_hardware(st: UserState):
@@ -103,9 +107,13 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         .then(on_load, [state], [card], concurrency_limit=2, concurrency_id="model-load")
     load_event.then(lambda: gr.update(interactive=True), None, load, queue=False)
     load_event.then(on_hardware, [state], [hw], queue=False)
+    load_event.then(lambda st: recent.choices(st, "model.name_or_path"), [state],
+                    [recent_models], queue=False)
+    recent.wire(ui, state, recent_models, "model.name_or_path", [source, path, upload],
+                lambda st: list(source_update(st)))
     hw_refresh.click(on_hardware, [state], [hw], queue=False)
     return SimpleNamespace(source=source, path=path, upload=upload, card=card, hardware=hw, load=load,
-                           loaded=load_event, on_hardware=on_hardware)
+                           loaded=load_event, on_hardware=on_hardware, recent=recent_models)
 
 
 def _t(key: str, lang: str, **kw) -> str:

@@ -27,6 +27,8 @@ log = logging.getLogger("finetune_gui.settings")
 
 FOLDER = ".settings"
 KEPT_VISITORS = ("user:", "browser:")
+RECENT_KEYS = ("model.name_or_path", "data.path")   # offered again in a "Recent" picker
+RECENT_KEEP = 8
 
 
 @dataclass
@@ -34,6 +36,7 @@ class SavedSettings:
     config: RunConfig
     preset: str      # the preset they started from ('reset to preset' goes back to it)
     lang: str
+    recent: dict[str, list[str]]   # RECENT_KEYS -> values used, latest first
 
 
 class SettingsStore:
@@ -48,8 +51,10 @@ class SettingsStore:
         return self.folder / f"{digest[:40]}.yaml"
 
     @staticmethod
-    def text_of(config: RunConfig, preset: str, lang: str) -> str:
-        return yaml.safe_dump({"preset": preset, "lang": lang, "settings": sparse_dict(config)},
+    def text_of(st) -> str:
+        """What is kept of a session (a ``UserState``)."""
+        return yaml.safe_dump({"preset": st.preset, "lang": st.lang, "recent": st.recent,
+                               "settings": sparse_dict(st.config)},
                               sort_keys=False, allow_unicode=True)
 
     def save(self, visitor: str, text: str) -> bool:
@@ -84,10 +89,30 @@ class SettingsStore:
         if not isinstance(preset, str) or not isinstance(lang, str):
             raise ConfigError(f"{where}: 'preset' and 'lang' must be text")
         return SavedSettings(RunConfig.from_dict(data.get("settings"), source=where),
-                             preset[:300], lang[:10])
+                             preset[:300], lang[:10], _recent(data.get("recent"), where))
 
     def remember(self, st) -> None:
         """Save a session's settings (a ``UserState``) if they changed since last saved."""
-        text = self.text_of(st.config, st.preset, st.lang)
+        text = self.text_of(st)
         if text != st.saved_settings and self.save(st.visitor, text):
             st.saved_settings = text
+
+
+def _recent(value, where: str) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            key in RECENT_KEYS and isinstance(items, list) and
+            all(isinstance(item, str) and 0 < len(item) <= 1000 for item in items)
+            for key, items in value.items()):
+        raise ConfigError(f"{where}: 'recent' must map {', '.join(RECENT_KEYS)} to lists of "
+                          "paths or names")
+    return {key: items[:RECENT_KEEP] for key, items in value.items()}
+
+
+def note_recent(st, key: str, value: str) -> None:
+    """``value`` (a model or data file just used) goes first in the session's recent list."""
+    if not value:
+        return
+    items = [item for item in st.recent.get(key, []) if item != value]
+    st.recent[key] = [value, *items][:RECENT_KEEP]

@@ -29,6 +29,7 @@ class UserState:
     preset: str = ""                  # the preset last loaded (base for 'copy as CLI')
     replace_preset: str = ""          # a preset file the next Save may replace (asked once)
     saved_settings: str = ""          # what settings_store last wrote for this visitor
+    recent: dict[str, list[str]] = field(default_factory=dict)  # settings_store.RECENT_KEYS
     # Model tab
     model: Any = None
     tokenizer: Any = None
@@ -115,5 +116,19 @@ def restore_settings(ui: Ui, st: UserState) -> str:
     config.train.output_dir = ui.workspace.fresh_run_dir(config.train.output_dir)
     st.config, st.preset = config, saved.preset
     st.lang = saved.lang if saved.lang in LANGUAGES else st.lang
+    st.recent = {key: [value for value in values if _allowed(ui, key, value)]
+                 for key, values in saved.recent.items()}
     ui.remember(st)
     return "\n".join(f"⚠️ {note}" for note in notes)
+
+
+def _allowed(ui: Ui, key: str, value: str) -> bool:
+    """Whether this app would take ``value`` for ``key`` now (a shared app: inside the
+    workspace, no local model folder outside it)."""
+    trial = RunConfig()
+    try:
+        trial.set(key, value)
+        ui.workspace.check_config(trial)
+    except FinetuneError:
+        return False
+    return True

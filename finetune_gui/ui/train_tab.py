@@ -16,13 +16,14 @@ import pandas as pd
 from ..errors import FinetuneError
 from ..runs import RunPaths
 from ..job_progress import JobState
-from . import advice_box
+from . import advice_box, recent
 from .common import Ui, guarded
 from .fields import apply_values
 from .jobs import JobRegistry
 from .locale import phase, say, t
 from .notices import ask_on, progress_bar, watch
 from .plan_view import plan_text
+from .settings_store import RECENT_KEYS
 from .state import UserState
 
 MIB = 2 ** 20
@@ -108,9 +109,10 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             raise FinetuneError(t("train.no_checkpoint", st.lang,
                                   path=st.config.train.output_dir))
         registry.start(st.config, resume=resume_run, visitor=st.visitor)
-        st.drawn_points = st.drawn_log = -1
+        for key in RECENT_KEYS:
+            recent.used(ui, st, key)
         gr.Info(t("train.started", st.lang, path=st.config.train.output_dir))
-        return poll(st)
+        return controls(st)
 
     @guarded
     def on_start(st: UserState, *values):
@@ -126,7 +128,16 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
                 gr.Info(t("train.stopping", st.lang))
         except FinetuneError:
             gr.Warning(t("train.not_yours", st.lang))
-        return poll(st)
+        return controls(st)
+
+    def controls(st: UserState):
+        """A button's answer: progress and buttons only, and the charts and log drawn afresh
+        by the timer. Its answer can arrive after a tick's, so charts in it could overwrite
+        newer ones that the tick's bookkeeping then counts as drawn (seen: an empty
+        preference chart after a short DPO run)."""
+        update = poll(st)
+        st.drawn_points = st.drawn_log = -1
+        return [*update[:2], *[gr.skip()] * 5, *update[7:]]
 
     def poll(st: UserState):
         """Progress, stats, plot, log and button states; unchanged parts are skipped."""
@@ -144,7 +155,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             if s.status == "failed" and st.drawn_status:
                 gr.Warning(s.message)
             st.drawn_status = s.status
-        points = len(s.loss) + len(s.eval_loss)
+        points = len(s.loss) + len(s.eval_loss) + sum(map(len, s.preference.values()))
         plot_value = reward_value = logp_value = shown = gr.skip()
         if points != st.drawn_points:
             plot_value, st.drawn_points = curve_update(loss_points(s), "loss"), points

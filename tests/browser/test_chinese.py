@@ -168,7 +168,7 @@ def test_every_tab_in_chinese(app_server, browser, codes_data):
     shot(page, "train_zh")
 
     open_tab(page, "evaluate")
-    run_dir = next(p for p in runs.iterdir() if p.is_dir())
+    run_dir = next(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     pick_run(page, "#eval-run", run_dir.name)
     fill(page, "#eval-data", str(codes_data))
     fill(page, "#eval-limit", "2")

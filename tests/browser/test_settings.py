@@ -1,8 +1,10 @@
 """Settings that survive: a visitor's edits (and language) come back after a page reload and
 after the app is restarted; another browser starts from the preset; "Reset to preset"
-goes back to it."""
+goes back to it; the model loaded last is offered again in the Recent picker."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -23,6 +25,19 @@ def _serve(work, model_dir, port):
 def _loaded(page):
     page.wait_for_selector("body.fg-ready", state="attached", timeout=TIMEOUT_MS)
     wait_text(page, "#hardware", r"\S")
+
+
+def _saved(work, *texts: str, timeout_s: float = 60) -> None:
+    """Wait until a visitor's settings file holds ``texts`` (the field's write has answered:
+    a reload before that would rightly show the older value)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for path in (work / "runs" / ".settings").glob("*.yaml"):
+            saved = path.read_text(encoding="utf-8")
+            if all(text in saved for text in texts):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"settings never saved with {texts}")
 
 
 def _value(page, selector: str) -> str:
@@ -46,7 +61,7 @@ def test_settings_survive_reload_and_restart_per_browser(tiny_model_dir, tmp_pat
         fill(page, "#train-max-steps", "123")
         page.get_by_label("简体中文").check()
         wait_text(page, "#tab-train-button", "训练")
-        page.wait_for_timeout(500)   # the blur's write has answered
+        _saved(tmp_path, "max_steps: 123", "lang: zh")
 
         page.reload()
         _loaded(page)
@@ -72,7 +87,23 @@ def test_settings_survive_reload_and_restart_per_browser(tiny_model_dir, tmp_pat
         finally:
             other.close()
 
+        open_tab(page, "model")
+        page.locator("#model-load").click()          # the model used goes into Recent
+        wait_text(page, "#model-card", "已加载|Loaded")
+        fill(page, "#model-path", "HuggingFaceTB/SmolLM2-360M")
+        _saved(tmp_path, "SmolLM2-360M")
+        page.reload()
+        _loaded(page)
+        open_tab(page, "model")
+        assert _value(page, "#model-path") == "HuggingFaceTB/SmolLM2-360M"
+        page.locator("#model-recent input").click()
+        page.get_by_role("option").filter(has_text=str(tiny_model_dir)).first.click()
+        page.wait_for_function(
+            "(want) => document.querySelector('#model-path input, #model-path textarea')"
+            ".value === want", arg=str(tiny_model_dir), timeout=TIMEOUT_MS)
+
         page.locator("#preset-reset").click()
+        open_tab(page, "train")
         page.wait_for_function(
             "() => document.querySelector('#train-max-steps input').value === '7'",
             timeout=TIMEOUT_MS)

@@ -65,18 +65,29 @@ def shot(page, name: str) -> None:
 
 def wait_plot_drawn(page, selector: str) -> None:
     """Wait until the chart has drawn its lines (Vega draws into a canvas or an SVG)."""
-    page.wait_for_function(
-        """(sel) => { const root = document.querySelector(sel); if (!root) return false;
-            if (root.querySelector('svg path.mark-line, svg .mark-line path, svg .mark-symbol path'))
-                return true;
-            const canvas = root.querySelector('canvas'); if (!canvas || !canvas.width) return false;
-            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-            let colored = 0;
-            for (let i = 0; i < data.length; i += 16) {
-                const r = data[i], g = data[i + 1], b = data[i + 2], a = data[i + 3];
-                if (a > 0 && Math.abs(r - b) > 60) colored++;   // the blue/orange lines
-            }
-            return colored > 20; }""", arg=selector, timeout=TIMEOUT_MS)
+    try:
+        page.wait_for_function(
+            """(sel) => { const root = document.querySelector(sel); if (!root) return false;
+                if (root.querySelector('svg path.mark-line, svg .mark-line path, svg .mark-symbol path'))
+                    return true;
+                const canvas = root.querySelector('canvas'); if (!canvas || !canvas.width) return false;
+                const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                let colored = 0;
+                for (let i = 0; i < data.length; i += 16) {
+                    const r = data[i], g = data[i + 1], b = data[i + 2], a = data[i + 3];
+                    if (a > 0 && Math.abs(r - b) > 60) colored++;   // the blue/orange lines
+                }
+                return colored > 20; }""", arg=selector, timeout=TIMEOUT_MS)
+    except Exception:
+        drawn = page.evaluate(
+            """(sel) => { const root = document.querySelector(sel); if (!root) return 'absent';
+                const svg = root.querySelector('svg');
+                return `visible=${root.offsetWidth}x${root.offsetHeight} ` +
+                    `svg=${svg ? svg.getAttribute('width') + 'x' + svg.getAttribute('height') : 'none'} ` +
+                    `lines=${root.querySelectorAll('.mark-line path, path.mark-line').length} ` +
+                    `canvas=${!!root.querySelector('canvas')} text=${root.innerText.slice(0, 300)}`; }""",
+            selector)
+        raise AssertionError(f"{selector} drew no lines: {drawn}") from None
 
 
 def trainable(page) -> int:
@@ -170,7 +181,7 @@ def test_whole_wizard(app_server, browser, codes_data):
 
     # ---- Evaluate: ask the stopped run questions, base vs tuned, see the table --------
     open_tab(page, "evaluate")
-    run_dir = next(p for p in runs.iterdir() if p.is_dir())
+    run_dir = next(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     pick_run(page, "#eval-run", run_dir.name)
     wait_text(page, "#eval-summary", "held no rows|Ready")   # the run's default questions
     fill(page, "#eval-data", str(codes_data))
