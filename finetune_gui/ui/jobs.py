@@ -111,6 +111,16 @@ class JobRegistry:
         job.stop()
         return True
 
+    def shutdown(self, timeout: float = 900) -> JobState | None:
+        """The app is closing (its window was closed by the person at this machine): stop
+        the running job, whoever started it, and wait until its checkpoint is saved. The
+        job's state then, or None when nothing ran."""
+        job = self._job
+        if job is None or not job.state.active:
+            return None
+        job.stop()
+        return job.wait(timeout)
+
     def note_finished(self, output_dir: str) -> None:
         if output_dir and output_dir not in self.finished_dirs:
             self.finished_dirs.append(output_dir)

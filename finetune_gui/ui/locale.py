@@ -22,6 +22,9 @@ LANGUAGES = {"en": "English", "zh": "简体中文"}
 
 TABLE: dict[str, dict[str, str]] = {
     "app.title": {"en": "finetune_gui — LoRA / QLoRA fine-tuning", "zh": "finetune_gui —— LoRA / QLoRA 微调"},
+    "window.quit_running": {"en": "A training job is running. Quit anyway? It is saved at a checkpoint first and can be resumed later.", "zh": "训练任务正在运行。仍要退出吗？退出前会先保存检查点，之后可以继续训练。"},
+    "window.quit": {"en": "Quit", "zh": "退出"},
+    "window.cancel": {"en": "Cancel", "zh": "取消"},
     "app.subtitle": {"en": "Model → Data → LoRA → Train → Evaluate → Chat → Export. Every tab edits the same run configuration as the command line.",
                      "zh": "模型 → 数据 → LoRA → 训练 → 评估 → 对话 → 导出。每个页签编辑的都是与命令行相同的运行配置。"},
     "tab.model": {"en": "1 · Model", "zh": "1 · 模型"},

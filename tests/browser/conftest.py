@@ -43,13 +43,15 @@ def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float) 
 
 
 def start_app(args: list[str], log: Path, env_extra: dict | None = None,
-              cwd: Path = ROOT) -> subprocess.Popen:
-    """``python app.py ARGS``; ``cwd`` is its workspace (presets/, data/uploads/)."""
+              cwd: Path = ROOT, window: bool = False) -> subprocess.Popen:
+    """``python app.py ARGS``; ``cwd`` is its workspace (presets/, data/uploads/). Without
+    ``window`` it only serves, even where a display would let it open a window."""
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
                PYTHONUNBUFFERED="1", **(env_extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with open(log, "w", encoding="utf-8") as out:
-        return subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], cwd=cwd, env=env,
+        return subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args,
+                                 *([] if window else ["--no-window"])], cwd=cwd, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
