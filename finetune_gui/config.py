@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .messages import Message
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 MAX_CONFIG_BYTES = 1_000_000
@@ -361,23 +362,23 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
         value = [f"{path}@{share:g}" for path, share in parse_mix(value, where)]
     elif want is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
+            raise ConfigError(Message("cfg.bool", where=where, got=_shown(value)))
     elif want is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{where} must be a whole number, got {_shown(value)}")
+            raise ConfigError(Message("cfg.int", where=where, got=_shown(value)))
         value = int(value)
     elif want is float:
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
-                raise ConfigError(f"{where} must be a number, got {_shown(value)}") from None
+                raise ConfigError(Message("cfg.number", where=where, got=_shown(value))) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {_shown(value)}")
+            raise ConfigError(Message("cfg.number", where=where, got=_shown(value)))
         value = float(value)
         if not math.isfinite(value):
-            raise ConfigError(f"{where} must be a finite number, got {_shown(value)}")
+            raise ConfigError(Message("cfg.finite", where=where, got=_shown(value)))
     elif want is str:
         if value is None:
             value = ""
@@ -388,24 +389,25 @@ def coerce_value(name: str, f: dataclasses.Field, value: Any, owner: Any, source
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not meta["choices"]:
             value = str(value)
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be text, got {_shown(value)}")
+            raise ConfigError(Message("cfg.text", where=where, got=_shown(value)))
         if len(value) > meta["max_chars"]:
-            raise ConfigError(f"{where} is {len(value):,} characters long; at most "
-                              f"{meta['max_chars']:,} are allowed")
+            raise ConfigError(Message("cfg.text_long", where=where, n=f"{len(value):,}",
+                                          most=f"{meta['max_chars']:,}"))
     elif typing.get_origin(want) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of names, got {_shown(value)}")
+            raise ConfigError(Message("cfg.names", where=where, got=_shown(value)))
         if len(value) > 1_000 or any(len(v) > MAX_TEXT_CHARS for v in value):
-            raise ConfigError(f"{where}: too many names, or a name too long")
+            raise ConfigError(Message("cfg.names_long", where=where))
     if meta["choices"] and value not in meta["choices"]:
-        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}; got {_shown(value)}")
+        raise ConfigError(Message("cfg.choice", where=where, choices=", ".join(meta["choices"]),
+                                  got=_shown(value)))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         lo, hi = meta["min"], meta["max"]
         if lo is not None and (value < lo or (meta["min_exclusive"] and value == lo)):
             op = ">" if meta["min_exclusive"] else ">="
-            raise ConfigError(f"{where} must be {op} {lo:g}, got {value:g}")
+            raise ConfigError(Message("cfg.min", where=where, op=op, limit=f"{lo:g}", got=f"{value:g}"))
         if hi is not None and value > hi:
-            raise ConfigError(f"{where} must be <= {hi:g}, got {value:g}")
+            raise ConfigError(Message("cfg.max", where=where, limit=f"{hi:g}", got=f"{value:g}"))
     return value
 
 

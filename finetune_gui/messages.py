@@ -34,6 +34,18 @@ ENGLISH: dict[str, str] = {
                              "once to {dtype} ({need} GiB, same numbers as dequantising every "
                              "step) so the fast paths apply",
     "plan.no_liger": "Liger kernels skipped: liger-kernel is not installed",
+    # a setting's value checked (config.coerce_value): a field, a preset, --set, saved settings
+    "cfg.bool": "{where} must be true or false, got {got}",
+    "cfg.int": "{where} must be a whole number, got {got}",
+    "cfg.number": "{where} must be a number, got {got}",
+    "cfg.finite": "{where} must be a finite number, got {got}",
+    "cfg.text": "{where} must be text, got {got}",
+    "cfg.text_long": "{where} is {n} characters long; at most {most} are allowed",
+    "cfg.names": "{where} must be a list of names, got {got}",
+    "cfg.names_long": "{where}: too many names, or a name too long",
+    "cfg.choice": "{where} must be one of {choices}; got {got}",
+    "cfg.min": "{where} must be {op} {limit}, got {got}",
+    "cfg.max": "{where} must be <= {limit}, got {got}",
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import string
 
+import pytest
+
 from finetune_gui.config import RunConfig
 from finetune_gui.ui.locale import LANGUAGES, TABLE, t
 
@@ -71,3 +73,23 @@ def test_core_sentences_are_english_text_the_ui_translates():
     assert friendly(error, "zh") == "4bit 需要 bitsandbytes，但它没有安装"
     assert phase("reading data (37%)", "zh") == "读取数据 (37%)"
     assert phase("a phase no table knows", "zh") == "a phase no table knows"
+
+
+@pytest.mark.parametrize("key, value, zh", [
+    ("train.max_steps", "ten", "UI: train.max_steps 必须是整数，当前为 'ten'"),
+    ("train.learning_rate", 0, "UI: train.learning_rate 必须 > 0，当前为 0"),
+    ("lora.r", 99999, "UI: lora.r 必须 <= 1024，当前为 99999"),
+    ("train.packing", "maybe", "UI: train.packing 必须是 true 或 false，当前为 'maybe'"),
+    ("train.lr_scheduler", "zigzag", "UI: train.lr_scheduler 必须是以下之一："),
+    ("train.learning_rate", float("nan"), "UI: train.learning_rate 必须是有限的数字，当前为 nan"),
+])
+def test_a_bad_setting_is_explained_in_the_pages_language(key, value, zh):
+    """What a field, a preset or saved settings get wrong reads in Chinese on a Chinese page
+    and stays English for the CLI."""
+    from finetune_gui.config import RunConfig
+    from finetune_gui.errors import ConfigError
+    from finetune_gui.ui.common import friendly
+    with pytest.raises(ConfigError) as caught:
+        RunConfig().set(key, value, source="UI")
+    assert friendly(caught.value, "zh").startswith(zh)
+    assert "must be" in str(caught.value) and "必须" not in str(caught.value)

@@ -26,6 +26,17 @@ ZH_MESSAGES: dict[str, str] = {
     "plan.4bit_no_room": "保持 4-bit：基础模型的 {dtype} 副本需要 {need} GiB，超过可用内存中的 {room} GiB",
     "plan.4bit_dequantised": "CPU 上的 4-bit：基础模型先量化为 NF4，再一次性反量化为 {dtype}（{need} GiB，数值与每步反量化相同），以便使用快速路径",
     "plan.no_liger": "跳过 Liger 内核：没有安装 liger-kernel",
+    "cfg.bool": "{where} 必须是 true 或 false，当前为 {got}",
+    "cfg.int": "{where} 必须是整数，当前为 {got}",
+    "cfg.number": "{where} 必须是数字，当前为 {got}",
+    "cfg.finite": "{where} 必须是有限的数字，当前为 {got}",
+    "cfg.text": "{where} 必须是文本，当前为 {got}",
+    "cfg.text_long": "{where} 有 {n} 个字符，最多允许 {most} 个",
+    "cfg.names": "{where} 必须是名称列表，当前为 {got}",
+    "cfg.names_long": "{where}：名称太多，或有名称太长",
+    "cfg.choice": "{where} 必须是以下之一：{choices}；当前为 {got}",
+    "cfg.min": "{where} 必须 {op} {limit}，当前为 {got}",
+    "cfg.max": "{where} 必须 <= {limit}，当前为 {got}",
 }
 
 # What a job is doing (JobState.phase, the evaluation's Progress.phase), as the core names it.
