@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from .config import DataConfig, atomic_write_text
 from .data_files import Progress, RowError, iter_rows
 from .errors import DataError
+from .messages import Message, reason_of
 
 FORMATS = ("alpaca", "messages", "sharegpt", "preference", "kto", "text")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -117,7 +118,7 @@ def detect_row_format(row: Any) -> str | None:
 def row_to_example(row: Any, fmt: str, where: str) -> Example:
     """Convert one row or raise ``ValueError`` with the reason (the caller adds where)."""
     if not isinstance(row, dict):
-        raise ValueError(f"expected an object with fields, got {type(row).__name__}")
+        raise ValueError(Message("row.not_object", kind=type(row).__name__))
     if fmt in ("preference", "kto"):
         from .preference import row_to_preference_example
         return row_to_preference_example(row, fmt, where)
@@ -130,10 +131,10 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
         if extra is None:
             extra = ""
         if not isinstance(extra, str):
-            raise ValueError(f"field 'input' must be text, got {type(extra).__name__}")
+            raise ValueError(Message("row.not_text", name="input", kind=type(extra).__name__))
         system = row.get("system") or ""
         if not isinstance(system, str):
-            raise ValueError("field 'system' must be text")
+            raise ValueError(Message("row.not_text", name="system", kind=type(system).__name__))
         return Example([Turn(instruction, extra, output)], system=system, where=where,
                        keywords=row_keywords(row))
     key, role_key, content_key = (("messages", "role", "content") if fmt == "messages"
@@ -143,13 +144,13 @@ def row_to_example(row: Any, fmt: str, where: str) -> Example:
         try:
             messages = json.loads(messages)  # CSV cells hold the list as JSON text
         except json.JSONDecodeError:
-            raise ValueError(f"field '{key}' is text that is not a JSON list") from None
+            raise ValueError(Message("row.not_json_list", name=key)) from None
     if not isinstance(messages, list) or not messages:
-        raise ValueError(f"field '{key}' must be a non-empty list of messages")
+        raise ValueError(Message("row.no_messages", name=key))
     system, turns, _ = walk_messages(messages, key, role_key, content_key,
                                      roles=SHAREGPT_ROLES if fmt == "sharegpt" else None)
     if not turns:
-        raise ValueError(f"'{key}' has no assistant answer to learn from")
+        raise ValueError(Message("row.no_answer", name=key))
     return Example(turns, system=system, where=where, keywords=row_keywords(row))
 
 
@@ -161,26 +162,26 @@ def walk_messages(messages: list, key: str, role_key: str = "role",
     system, turns, pending = "", [], None
     for i, msg in enumerate(messages, start=1):
         if not isinstance(msg, dict):
-            raise ValueError(f"{key}[{i}] must be an object")
+            raise ValueError(Message("row.msg_not_object", at=f"{key}[{i}]"))
         raw_role = msg.get(role_key)
         role = roles.get(str(raw_role).lower()) if roles is not None else raw_role
         if role not in ("system", "user", "assistant"):
-            raise ValueError(f"{key}[{i}]: unknown {role_key} {raw_role!r} "
-                             "(expected system, user or assistant)")
+            raise ValueError(Message("row.msg_role", at=f"{key}[{i}]", field=role_key,
+                                     role=repr(raw_role)[:80]))
         content = msg.get(content_key)
         if not isinstance(content, str) or not content.strip():
-            raise ValueError(f"{key}[{i}]: '{content_key}' is missing or empty")
+            raise ValueError(Message("row.msg_empty", at=f"{key}[{i}]", field=content_key))
         if role == "system":
             if turns or pending is not None:
-                raise ValueError(f"{key}[{i}]: a system message may only come first")
+                raise ValueError(Message("row.msg_system_late", at=f"{key}[{i}]"))
             system = content
         elif role == "user":
             if pending is not None:
-                raise ValueError(f"{key}[{i}]: two user messages in a row")
+                raise ValueError(Message("row.msg_two_users", at=f"{key}[{i}]"))
             pending = content
         else:
             if pending is None:
-                raise ValueError(f"{key}[{i}]: assistant message without a user message before it")
+                raise ValueError(Message("row.msg_no_user", at=f"{key}[{i}]"))
             turns.append(Turn(pending, "", content))
             pending = None
     return system, turns, pending
@@ -195,18 +196,18 @@ def row_keywords(row: dict) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-        raise ValueError("field 'keywords' must be text or a list of texts")
+        raise ValueError(Message("row.keywords"))
     return [k.strip() for k in value if k.strip()]
 
 
 def _text_field(row: dict, name: str) -> str:
     if name not in row or row[name] is None:
-        raise ValueError(f"missing field '{name}'")
+        raise ValueError(Message("row.missing", name=name))
     value = row[name]
     if not isinstance(value, str):
-        raise ValueError(f"field '{name}' must be text, got {type(value).__name__}")
+        raise ValueError(Message("row.not_text", name=name, kind=type(value).__name__))
     if not value.strip():
-        raise ValueError(f"field '{name}' is empty")
+        raise ValueError(Message("row.empty", name=name))
     return value
 
 
@@ -259,13 +260,13 @@ def checked_examples(report: DataReport, *, progress: Progress | None = None,
             _check_csv_columns(path, row)
         row_fmt = detect_row_format(row)
         if row_fmt is not None and row_fmt != fmt:
-            _keep_error(report, RowError(where, f"row is in {row_fmt} format but the file is "
-                                                f"{fmt}: one format per file"))
+            _keep_error(report, RowError(where, Message("row.other_format", row=row_fmt,
+                                                        file=fmt)))
             continue
         try:
             example = row_to_example(row, fmt, where)
         except ValueError as exc:
-            _keep_error(report, RowError(where, str(exc)))
+            _keep_error(report, RowError(where, reason_of(exc)))
             continue
         report.good_rows += 1
         key = hash_example(example)

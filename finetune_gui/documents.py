@@ -15,6 +15,7 @@ from pathlib import Path
 from .data import DataReport, Example
 from .data_files import RowError
 from .errors import DataError
+from .messages import reason_of
 from .templates import IGNORE_INDEX, encode_example, TemplateSpec
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -69,7 +70,7 @@ def read_documents(path: str | Path) -> DataReport:
             report.errors.append(RowError(where, f"not UTF-8 text (byte {exc.start + 1})"))
             continue
         except (ValueError, OSError) as exc:
-            report.errors.append(RowError(where, str(exc)))
+            report.errors.append(RowError(where, reason_of(exc)))
             continue
         if not text.strip():
             report.warnings.append(f"{where} is empty: skipped")

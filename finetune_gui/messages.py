@@ -46,6 +46,22 @@ ENGLISH: dict[str, str] = {
     "cfg.choice": "{where} must be one of {choices}; got {got}",
     "cfg.min": "{where} must be {op} {limit}, got {got}",
     "cfg.max": "{where} must be <= {limit}, got {got}",
+    # a data row that cannot be used (data.row_to_example; the caller adds the row's place)
+    "row.not_object": "expected an object with fields, got {kind}",
+    "row.missing": "missing field '{name}'",
+    "row.not_text": "field '{name}' must be text, got {kind}",
+    "row.empty": "field '{name}' is empty",
+    "row.keywords": "field 'keywords' must be text or a list of texts",
+    "row.not_json_list": "field '{name}' is text that is not a JSON list",
+    "row.no_messages": "field '{name}' must be a non-empty list of messages",
+    "row.no_answer": "'{name}' has no assistant answer to learn from",
+    "row.msg_not_object": "{at} must be an object",
+    "row.msg_role": "{at}: unknown {field} {role} (expected system, user or assistant)",
+    "row.msg_empty": "{at}: '{field}' is missing or empty",
+    "row.msg_system_late": "{at}: a system message may only come first",
+    "row.msg_two_users": "{at}: two user messages in a row",
+    "row.msg_no_user": "{at}: assistant message without a user message before it",
+    "row.other_format": "row is in {row} format but the file is {file}: one format per file",
 }
 
 
@@ -63,6 +79,13 @@ class Message(str):
 
     def __reduce__(self):   # str's own would rebuild it from the English text alone
         return _rebuild, (self.key, self.values)
+
+
+def reason_of(exc: BaseException) -> str:
+    """An exception's sentence: its ``Message`` when it carries one (so the UI can still
+    translate it), else its text."""
+    said = exc.args[0] if len(exc.args) == 1 else None
+    return said if isinstance(said, Message) else str(exc)
 
 
 def _rebuild(key: str, values: dict) -> Message:

@@ -137,6 +137,31 @@ def test_check_rows_lists_errors_by_row():
         [(2, "field 'output' is empty")]
     frame = dv.error_table(report)
     assert frame.values.tolist() == [[2, "field 'output' is empty"]]
+    chinese = dv.error_table(report, "zh")
+    assert chinese.values.tolist() == [[2, "字段 'output' 为空"]]
+
+
+def test_every_kind_of_bad_row_is_named_in_chinese():
+    """Each reason a row is refused reads in Chinese on a Chinese page (the CLI keeps the
+    English); the row numbers are the file's."""
+    bad = [[1, 2], {"output": "A"}, {"instruction": 3, "output": "A"},
+           {"instruction": "Q", "output": "A", "keywords": 5},
+           {"messages": "not json"}, {"messages": []},
+           {"messages": [{"role": "user", "content": "hi"}]},
+           {"messages": ["x"]}, {"messages": [{"role": "bot", "content": "x"}]},
+           {"messages": [{"role": "user", "content": " "}]},
+           {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
+           {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+           {"messages": [{"role": "assistant", "content": "a"}]}]
+    for row in bad:
+        rows = [row] if isinstance(row, dict) and "messages" in row else [ROWS[0], row]
+        report = dv.check_rows(rows)
+        assert report.errors, row
+        english = str(report.errors[0].reason)
+        chinese = dv.error_table(report, "zh").values.tolist()[0][1]
+        assert english.isascii(), english
+        assert chinese != english and any("\u4e00" <= ch <= "\u9fff" for ch in chinese), \
+            (row, chinese)
 
 
 def test_table_edits_map_back_by_row_number():

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..data import Example, Turn, detect_row_format, row_keywords, row_to_example
 from ..data_files import RowError, read_rows
 from ..errors import DataError
+from ..messages import reason_of
 
 QUESTION_FIELDS = ("question", "prompt")
 REFERENCE_FIELDS = ("answer", "reference", "output")
@@ -85,7 +86,7 @@ def read_eval_rows(path: str | Path) -> list[EvalRow]:
         try:
             rows.append(row_to_eval_row(row, where))
         except ValueError as exc:
-            errors.append(RowError(where, str(exc)))
+            errors.append(RowError(where, reason_of(exc)))
     if errors:
         more = f" (and {len(errors) - 1} more bad rows)" if len(errors) > 1 else ""
         raise DataError(f"{path} {errors[0]}{more}")

@@ -14,7 +14,7 @@ from . import data_view as dv
 from . import recent
 from .common import Ui, friendly, guarded
 from .fields import apply_values
-from .locale import colors_by_name, t
+from .locale import colors_by_name, say, t
 from .state import UserState
 
 KINDS = ("trained", "masked", "cut")
@@ -311,7 +311,8 @@ def preview_and_stats(st: UserState, report):
     example = dv.example_for_row(report, st.selected_row)
     lines, rejected_spans = [], None
     if example is None:
-        bad = [e.reason for e in report.errors if dv.row_number(e.where) == st.selected_row]
+        bad = [say(e.reason, lang) for e in report.errors
+               if dv.row_number(e.where) == st.selected_row]
         spans = [(t("data.row_invalid", lang, n=st.selected_row, reason=bad[0] if bad else "?"),
                   kind_labels(lang)["cut"])]
     else:

@@ -23,7 +23,7 @@ from ..documents import chunk_ids, is_document_source, read_documents
 from ..errors import DataError
 from ..hub_data import is_hub_id
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, example_spans
-from .locale import t
+from .locale import say, t
 
 NUMBER = "#"
 ALPACA_COLUMNS = ["instruction", "input", "output"]
@@ -153,7 +153,7 @@ def row_number(where: str) -> int:
 
 
 def error_table(report: DataReport, lang: str = "en") -> pd.DataFrame:
-    data = [[row_number(e.where), e.reason] for e in report.errors]
+    data = [[row_number(e.where), say(e.reason, lang)] for e in report.errors]
     data += [[row_number(w.split(" duplicates")[0]), w.split(" ", 2)[-1]]
              for w in report.warnings if " duplicates " in w]
     return pd.DataFrame(data, columns=[t("data.row", lang), t("data.problem", lang)])

@@ -37,6 +37,21 @@ ZH_MESSAGES: dict[str, str] = {
     "cfg.choice": "{where} 必须是以下之一：{choices}；当前为 {got}",
     "cfg.min": "{where} 必须 {op} {limit}，当前为 {got}",
     "cfg.max": "{where} 必须 <= {limit}，当前为 {got}",
+    "row.not_object": "应为带字段的对象，实际为 {kind}",
+    "row.missing": "缺少字段 '{name}'",
+    "row.not_text": "字段 '{name}' 必须是文本，实际为 {kind}",
+    "row.empty": "字段 '{name}' 为空",
+    "row.keywords": "字段 'keywords' 必须是文本或文本列表",
+    "row.not_json_list": "字段 '{name}' 是文本，但不是 JSON 列表",
+    "row.no_messages": "字段 '{name}' 必须是非空的消息列表",
+    "row.no_answer": "'{name}' 中没有可供学习的 assistant 回答",
+    "row.msg_not_object": "{at} 必须是对象",
+    "row.msg_role": "{at}：未知的 {field} {role}（应为 system、user 或 assistant）",
+    "row.msg_empty": "{at}：'{field}' 缺失或为空",
+    "row.msg_system_late": "{at}：system 消息只能放在最前面",
+    "row.msg_two_users": "{at}：连续出现两条 user 消息",
+    "row.msg_no_user": "{at}：assistant 消息之前没有 user 消息",
+    "row.other_format": "此行是 {row} 格式，但文件是 {file} 格式：每个文件只能用一种格式",
 }
 
 # What a job is doing (JobState.phase, the evaluation's Progress.phase), as the core names it.
