@@ -62,6 +62,13 @@ ENGLISH: dict[str, str] = {
     "row.msg_two_users": "{at}: two user messages in a row",
     "row.msg_no_user": "{at}: assistant message without a user message before it",
     "row.other_format": "row is in {row} format but the file is {file}: one format per file",
+    "row.pref_same": "'chosen' and 'rejected' are the same answer: nothing to prefer",
+    "row.pref_prompt": "field 'prompt' must be text or a non-empty list of messages",
+    "row.pref_prompt_end": "'prompt' must end with the user's message that the answers reply to",
+    "row.pref_one_message": "field '{name}' must be text or one assistant message, got {n} "
+                            "messages",
+    "row.pref_assistant": "{at} must be an assistant message",
+    "row.kto_label": "field 'label' must be true or false, got {got}",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .data import Example, Turn, row_keywords, walk_messages
 from .errors import FinetuneError
+from .messages import Message
 from .templates import TemplateSpec, adds_bos, encode_segments, segments
 
 PREFERENCE_FORMATS = ("preference", "kto")
@@ -41,7 +42,7 @@ def row_to_preference_example(row: dict, fmt: str, where: str) -> Example:
                        label=_label(row.get("label")))
     chosen, rejected = _answer(row, "chosen"), _answer(row, "rejected")
     if chosen.strip() == rejected.strip():
-        raise ValueError("'chosen' and 'rejected' are the same answer: nothing to prefer")
+        raise ValueError(Message("row.pref_same"))
     turns[-1].output = chosen
     return Example(turns, system=system, where=where, keywords=keywords, rejected=rejected)
 
@@ -51,16 +52,16 @@ def _prompt(row: dict) -> tuple[str, list[Turn]]:
     ``prompt`` is text, or messages in the conversational form ending with the user's."""
     prompt = _json_list(row.get("prompt"), "prompt")
     if prompt is None:
-        raise ValueError("missing field 'prompt'")
+        raise ValueError(Message("row.missing", name="prompt"))
     if isinstance(prompt, str):
         if not prompt.strip():
-            raise ValueError("field 'prompt' is empty")
+            raise ValueError(Message("row.empty", name="prompt"))
         return "", [Turn(prompt)]
     if not isinstance(prompt, list) or not prompt:
-        raise ValueError("field 'prompt' must be text or a non-empty list of messages")
+        raise ValueError(Message("row.pref_prompt"))
     system, turns, pending = walk_messages(prompt, "prompt")
     if pending is None:
-        raise ValueError("'prompt' must end with the user's message that the answers reply to")
+        raise ValueError(Message("row.pref_prompt_end"))
     return system, turns + [Turn(pending)]
 
 
@@ -68,19 +69,18 @@ def _answer(row: dict, name: str) -> str:
     """``chosen`` / ``rejected`` / ``completion``: text, or one assistant message."""
     value = _json_list(row.get(name), name)
     if value is None:
-        raise ValueError(f"missing field '{name}'")
+        raise ValueError(Message("row.missing", name=name))
     if isinstance(value, list):
         if len(value) != 1:
-            raise ValueError(f"field '{name}' must be text or one assistant message, got "
-                             f"{len(value)} messages")
+            raise ValueError(Message("row.pref_one_message", name=name, n=len(value)))
         message = value[0]
         if not isinstance(message, dict) or message.get("role") != "assistant":
-            raise ValueError(f"{name}[1] must be an assistant message")
+            raise ValueError(Message("row.pref_assistant", at=f"{name}[1]"))
         value = message.get("content")
     if not isinstance(value, str):
-        raise ValueError(f"field '{name}' must be text, got {type(value).__name__}")
+        raise ValueError(Message("row.not_text", name=name, kind=type(value).__name__))
     if not value.strip():
-        raise ValueError(f"field '{name}' is empty")
+        raise ValueError(Message("row.empty", name=name))
     return value
 
 
@@ -90,7 +90,7 @@ def _json_list(value: Any, name: str) -> Any:
         try:
             return json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError(f"field '{name}' looks like a JSON list but does not parse") from None
+            raise ValueError(Message("row.not_json_list", name=name)) from None
     return value
 
 
@@ -101,7 +101,7 @@ def _label(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in LABEL_WORDS:
         return LABEL_WORDS[value.strip().lower()]
-    raise ValueError(f"field 'label' must be true or false, got {str(value)[:40]!r}")
+    raise ValueError(Message("row.kto_label", got=repr(str(value)[:40])))
 
 
 # ---- what the trainer sees --------------------------------------------------------------

@@ -152,9 +152,15 @@ def test_every_kind_of_bad_row_is_named_in_chinese():
            {"messages": [{"role": "user", "content": " "}]},
            {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
-           {"messages": [{"role": "assistant", "content": "a"}]}]
+           {"messages": [{"role": "assistant", "content": "a"}]},
+           {"prompt": "Q", "chosen": "A", "rejected": "A"},
+           {"prompt": "", "chosen": "A", "rejected": "B"},
+           {"prompt": "Q", "chosen": [{"role": "user", "content": "A"}], "rejected": "B"},
+           {"prompt": [{"role": "assistant", "content": "Q"}], "chosen": "A", "rejected": "B"},
+           {"prompt": "Q", "completion": "A", "label": "perhaps"}]
     for row in bad:
-        rows = [row] if isinstance(row, dict) and "messages" in row else [ROWS[0], row]
+        alone = isinstance(row, dict) and ("messages" in row or "prompt" in row)
+        rows = [row] if alone else [ROWS[0], row]
         report = dv.check_rows(rows)
         assert report.errors, row
         english = str(report.errors[0].reason)

@@ -52,6 +52,12 @@ ZH_MESSAGES: dict[str, str] = {
     "row.msg_two_users": "{at}：连续出现两条 user 消息",
     "row.msg_no_user": "{at}：assistant 消息之前没有 user 消息",
     "row.other_format": "此行是 {row} 格式，但文件是 {file} 格式：每个文件只能用一种格式",
+    "row.pref_same": "'chosen' 和 'rejected' 是同一个回答：无从偏好",
+    "row.pref_prompt": "字段 'prompt' 必须是文本或非空的消息列表",
+    "row.pref_prompt_end": "'prompt' 必须以回答所针对的 user 消息结尾",
+    "row.pref_one_message": "字段 '{name}' 必须是文本或一条 assistant 消息，实际有 {n} 条消息",
+    "row.pref_assistant": "{at} 必须是 assistant 消息",
+    "row.kto_label": "字段 'label' 必须是 true 或 false，实际为 {got}",
 }
 
 # What a job is doing (JobState.phase, the evaluation's Progress.phase), as the core names it.
