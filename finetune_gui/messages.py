@@ -69,6 +69,17 @@ ENGLISH: dict[str, str] = {
                             "messages",
     "row.pref_assistant": "{at} must be an assistant message",
     "row.kto_label": "field 'label' must be true or false, got {got}",
+    # paths and models a page asks for (ui.workspace), and the tabs' own preconditions
+    "ws.empty": "{what}: empty path",
+    "ws.unusable": "{shown}: not a usable path ({why})",
+    "ws.name_long": "{shown}: File name too long (at most {most} bytes per folder or file name)",
+    "ws.outside": "{what} '{path}' is outside the shared workspace; use a path under {roots}",
+    "ws.no_remote_code": "model.trust_remote_code is off while the app is shared: run it "
+                         "locally (without --share/--auth) to use such models",
+    "ws.no_pickle": "model.allow_pickle is off while the app is shared: pickle weights can run "
+                    "code on this machine; run it locally (without --share/--auth) to use them",
+    "ui.no_model": "no model loaded yet: load one on the Model tab first",
+    "ui.load_to_count": "load the model on the Model tab to count its LoRA parameters",
 }
 
 

@@ -93,3 +93,13 @@ def test_a_bad_setting_is_explained_in_the_pages_language(key, value, zh):
         RunConfig().set(key, value, source="UI")
     assert friendly(caught.value, "zh").startswith(zh)
     assert "must be" in str(caught.value) and "必须" not in str(caught.value)
+
+
+def test_a_refused_path_is_explained_in_chinese(tmp_path):
+    from finetune_gui.ui.common import friendly
+    from finetune_gui.ui.workspace import PathNotAllowed, Workspace
+    workspace = Workspace.create(str(tmp_path), "runs", shared=True)
+    with pytest.raises(PathNotAllowed) as caught:
+        workspace.check("/etc/passwd", "data.path")
+    assert "is outside the shared workspace" in str(caught.value)
+    assert friendly(caught.value, "zh").startswith("data.path '/etc/passwd' 在共享工作区之外")

@@ -58,6 +58,14 @@ ZH_MESSAGES: dict[str, str] = {
     "row.pref_one_message": "字段 '{name}' 必须是文本或一条 assistant 消息，实际有 {n} 条消息",
     "row.pref_assistant": "{at} 必须是 assistant 消息",
     "row.kto_label": "字段 'label' 必须是 true 或 false，实际为 {got}",
+    "ws.empty": "{what}：路径为空",
+    "ws.unusable": "{shown}：不是可用的路径（{why}）",
+    "ws.name_long": "{shown}：文件名太长（每个文件夹或文件名最多 {most} 字节）",
+    "ws.outside": "{what} '{path}' 在共享工作区之外；请使用以下目录中的路径：{roots}",
+    "ws.no_remote_code": "应用共享时 model.trust_remote_code 已关闭：要使用这类模型，请在本机运行（不加 --share/--auth）",
+    "ws.no_pickle": "应用共享时 model.allow_pickle 已关闭：pickle 权重可能在本机上执行代码；要使用它们，请在本机运行（不加 --share/--auth）",
+    "ui.no_model": "尚未加载模型：请先在「模型」页加载",
+    "ui.load_to_count": "请在「模型」页加载模型，才能统计它的 LoRA 参数",
 }
 
 # What a job is doing (JobState.phase, the evaluation's Progress.phase), as the core names it.

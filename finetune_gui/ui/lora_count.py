@@ -16,6 +16,7 @@ import torch
 
 from ..config import LoraConfig, ModelConfig, RunConfig
 from ..errors import FinetuneError
+from ..messages import Message
 
 
 @dataclass
@@ -60,7 +61,7 @@ def structure_from_config(model_cfg: ModelConfig) -> Structure:
     from ..models import resolve_source
     source = resolve_source(model_cfg.name_or_path)
     if not source.is_local:
-        raise FinetuneError("load the model on the Model tab to count its LoRA parameters")
+        raise FinetuneError(Message("ui.load_to_count"))
     try:
         return _meta_structure(source.location, model_cfg.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
@@ -155,7 +156,7 @@ def count_report(config: RunConfig, structure: Structure | None) -> CountReport:
             report.trainable, report.exact = trainable, True
             report.total = structure.total_params + trainable
     if report is None:
-        raise FinetuneError("load the model on the Model tab to count its LoRA parameters")
+        raise FinetuneError(Message("ui.load_to_count"))
     if report.peak_bytes is None:
         # Lower bound until the estimator lands: LoRA weights, grads and two AdamW moments
         # in fp32 on top of the frozen base weights.

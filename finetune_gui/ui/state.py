@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import FinetuneError
+from ..messages import Message
 from .common import AppOptions, Ui, friendly
 from .locale import LANGUAGES, t
 from .workspace import Workspace
@@ -67,7 +68,7 @@ class UserState:
 
     def require_model(self):
         if self.model is None:
-            raise FinetuneError("no model loaded yet: load one on the Model tab first")
+            raise FinetuneError(Message("ui.no_model"))
         return self.model
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import RunConfig, parse_mix
 from ..errors import ConfigError, FinetuneError
+from ..messages import Message
 from ..hub_data import is_hub_id
 from ..models import source_kind
 from ..runs import find_run
@@ -69,21 +70,19 @@ class Workspace:
         """The path, resolved; outside the workspace it is refused when shared."""
         text = str(path).strip()
         if not text:
-            raise FinetuneError(f"{what}: empty path")
+            raise FinetuneError(Message("ws.empty", what=what))
         shown = f"{what} '{text[:80]}{'…' if len(text) > 80 else ''}'"
         try:
             p = Path(text).expanduser()
             p = (p if p.is_absolute() else self.root / p).resolve()
         except (OSError, RuntimeError, ValueError) as exc:   # a symlink loop, a NUL byte
-            raise FinetuneError(f"{shown}: {getattr(exc, 'strerror', None) or 'not a usable path'}"
-                                ) from None
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise FinetuneError(Message("ws.unusable", shown=shown, why=why)) from None
         if any(len(part.encode("utf-8", "replace")) > MAX_NAME_BYTES for part in p.parts):
-            raise FinetuneError(f"{shown}: File name too long (at most {MAX_NAME_BYTES} bytes "
-                                "per folder or file name)")
+            raise FinetuneError(Message("ws.name_long", shown=shown, most=MAX_NAME_BYTES))
         if self.shared and not any(p == r or r in p.parents for r in self.allowed_roots()):
             names = ", ".join(self.display(r) for r in self.allowed_roots())
-            raise PathNotAllowed(f"{what} '{text}' is outside the shared workspace; "
-                                 f"use a path under {names}")
+            raise PathNotAllowed(Message("ws.outside", what=what, path=text, roots=names))
         return p
 
     def check_data(self, value: str, what: str = "data.path") -> str:
@@ -103,12 +102,9 @@ class Workspace:
         if source_kind(model.name_or_path) in ("folder", "gguf"):
             self.check(model.name_or_path, "model.name_or_path")
         if model.trust_remote_code:
-            raise ConfigError("model.trust_remote_code is off while the app is shared: "
-                              "run it locally (without --share/--auth) to use such models")
+            raise ConfigError(Message("ws.no_remote_code"))
         if model.allow_pickle:
-            raise ConfigError("model.allow_pickle is off while the app is shared: pickle "
-                              "weights can run code on this machine; run it locally "
-                              "(without --share/--auth) to use them")
+            raise ConfigError(Message("ws.no_pickle"))
 
     def switch_off_code(self, config: RunConfig) -> list[str]:
         """When shared, a loaded preset's remote-code and pickle switches are turned off
