@@ -80,6 +80,14 @@ ENGLISH: dict[str, str] = {
                     "code on this machine; run it locally (without --share/--auth) to use them",
     "ui.no_model": "no model loaded yet: load one on the Model tab first",
     "ui.load_to_count": "load the model on the Model tab to count its LoRA parameters",
+    "ui.hub_no_edit": "{path} is a Hugging Face Hub dataset: training reads it as it is; to "
+                      "see or edit its rows here, download its file and load that",
+    "ui.too_big_to_edit": "{path} is {mb} MB: too big to edit in the page (at most {most} MB). "
+                          "It stays data.path, so training reads it as it is; to edit it, "
+                          "split it or use an editor",
+    "ui.row_json": "row {n}: not valid JSON: {why} (line {line}, column {column})",
+    "ui.row_object": "row {n}: a row must be a JSON object",
+    "ui.whole_numbers": "the row limit and answer length must be whole numbers",
 }
 
 

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import DataError, FinetuneError
+from ..messages import Message
 from ..templates import TemplateSpec
 from . import data_view as dv
 from . import recent
@@ -181,10 +182,10 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             try:
                 row = json.loads(raw_text or "")
             except json.JSONDecodeError as exc:
-                raise DataError(f"row {st.selected_row}: not valid JSON: {exc.msg} "
-                                f"(line {exc.lineno}, column {exc.colno})") from None
+                raise DataError(Message("ui.row_json", n=st.selected_row, why=exc.msg,
+                                        line=exc.lineno, column=exc.colno)) from None
             if not isinstance(row, dict):
-                raise DataError(f"row {st.selected_row}: a row must be a JSON object")
+                raise DataError(Message("ui.row_object", n=st.selected_row))
         st.rows[st.selected_row - 1] = row
         st.data_dirty = True
         return render(st)

@@ -21,6 +21,7 @@ from ..data import DataReport, Example, check_file, save_rows
 from ..data_files import read_rows
 from ..documents import chunk_ids, is_document_source, read_documents
 from ..errors import DataError
+from ..messages import Message
 from ..hub_data import is_hub_id
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, example_spans
 from .locale import say, t
@@ -36,14 +37,12 @@ def load_rows(path: str | Path) -> list[dict]:
     with their number. A file too big to edit in a page is refused before it is read (it
     would hold gigabytes and stall every other visitor): training reads it as it is."""
     if is_hub_id(str(path)):
-        raise DataError(f"{path} is a Hugging Face Hub dataset: training reads it as it is; "
-                        "to see or edit its rows here, download its file and load that")
+        raise DataError(Message("ui.hub_no_edit", path=path))
     p = Path(path)
     size = p.stat().st_size if p.is_file() else 0
     if size > MAX_EDIT_BYTES:
-        raise DataError(f"{path} is {size / 1e6:,.1f} MB: too big to edit in the page (at "
-                        f"most {MAX_EDIT_BYTES // 1_000_000} MB). It stays data.path, so "
-                        "training reads it as it is; to edit it, split it or use an editor")
+        raise DataError(Message("ui.too_big_to_edit", path=path, mb=f"{size / 1e6:,.1f}",
+                                most=MAX_EDIT_BYTES // 1_000_000))
     if is_document_source(p):  # raw text: a row per document, saved as JSONL 'text' rows
         report = read_documents(p)
         if report.errors:

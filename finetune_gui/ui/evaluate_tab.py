@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import runs
 from ..errors import FinetuneError
+from ..messages import Message
 from ..evaluation import EvalOptions, evaluate_run, rows_source, saved_results
 from ..evaluation.report import (LOWER_IS_BETTER, format_value, keyword_counts,
                                  rows_worst_first, summary_table, worse_than_base)
@@ -185,7 +186,7 @@ def _whole(value) -> int:
     try:
         return max(0, int(value or 0))
     except (TypeError, ValueError):
-        raise FinetuneError("the row limit and answer length must be whole numbers") from None
+        raise FinetuneError(Message("ui.whole_numbers")) from None
 
 
 def progress_html(p, lang: str, elapsed: float | None = None, done: bool = False) -> str:

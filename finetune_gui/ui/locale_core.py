@@ -66,6 +66,11 @@ ZH_MESSAGES: dict[str, str] = {
     "ws.no_pickle": "应用共享时 model.allow_pickle 已关闭：pickle 权重可能在本机上执行代码；要使用它们，请在本机运行（不加 --share/--auth）",
     "ui.no_model": "尚未加载模型：请先在「模型」页加载",
     "ui.load_to_count": "请在「模型」页加载模型，才能统计它的 LoRA 参数",
+    "ui.hub_no_edit": "{path} 是 Hugging Face Hub 数据集：训练会直接读取它；要在这里查看或编辑其中的行，请下载它的文件再加载",
+    "ui.too_big_to_edit": "{path} 有 {mb} MB：太大，无法在页面中编辑（最多 {most} MB）。它仍是 data.path，训练会直接读取；要编辑，请拆分文件或使用编辑器",
+    "ui.row_json": "第 {n} 行：不是有效的 JSON：{why}（第 {line} 行，第 {column} 列）",
+    "ui.row_object": "第 {n} 行：每一行必须是 JSON 对象",
+    "ui.whole_numbers": "行数上限和回答长度必须是整数",
 }
 
 # What a job is doing (JobState.phase, the evaluation's Progress.phase), as the core names it.
