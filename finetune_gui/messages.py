@@ -88,6 +88,18 @@ ENGLISH: dict[str, str] = {
     "ui.row_json": "row {n}: not valid JSON: {why} (line {line}, column {column})",
     "ui.row_object": "row {n}: a row must be a JSON object",
     "ui.whole_numbers": "the row limit and answer length must be whole numbers",
+    # a model that cannot be found or loaded (models.resolve_source, models.load_model)
+    "model.empty": "model.name_or_path is empty: choose a model",
+    "model.no_file": "model file not found: {path}",
+    "model.no_folder": "model folder not found: {path}",
+    "model.no_config": "{path}: no config.json in this folder — not a transformers model",
+    "model.not_found": "model not found: '{name}' is neither an existing path nor a Hub id "
+                       "like 'org/name'",
+    "model.no_cuda": "model.device is 'cuda' but no CUDA GPU is available",
+    "model.gpu_oom": "out of GPU memory while loading: try quantization 4bit or a smaller model",
+    "model.only_pickle": "{source}: only pickle weights ({file}), which can run code when "
+                         "loaded; set model.allow_pickle=true only if you trust where they "
+                         "came from",
 }
 
 

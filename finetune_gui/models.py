@@ -134,24 +134,23 @@ def source_kind(name: str) -> str:
 def resolve_source(name_or_path: str) -> ResolvedSource:
     text = name_or_path.strip()
     if not text:
-        raise ModelLoadError("model.name_or_path is empty: choose a model")
+        raise ModelLoadError(Message("model.empty"))
     if text == EMBEDDED_MODEL:
         folder = convert_gguf(embedded_gguf_path())
         return ResolvedSource(str(folder), True, f"{EMBEDDED_MODEL} (embedded, {folder})")
     path = Path(text).expanduser()
     if text.lower().endswith(".gguf"):
         if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
+            raise ModelLoadError(Message("model.no_file", path=path))
         return ResolvedSource(str(convert_gguf(path)), True, f"{path.name} (converted from GGUF)")
     if path.exists() or text.startswith((".", "/", "~")):
         if not path.is_dir():
-            raise ModelLoadError(f"model folder not found: {path}")
+            raise ModelLoadError(Message("model.no_folder", path=path))
         if not (path / "config.json").exists():
-            raise ModelLoadError(f"{path}: no config.json in this folder — not a transformers model")
+            raise ModelLoadError(Message("model.no_config", path=path))
         return ResolvedSource(str(path), True, str(path))
     if text.count("/") != 1:
-        raise ModelLoadError(f"model not found: '{text}' is neither an existing path "
-                             "nor a Hub id like 'org/name'")
+        raise ModelLoadError(Message("model.not_found", name=text))
     return ResolvedSource(text, False, f"{text} (Hugging Face Hub)")
 
 
@@ -205,7 +204,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True, plan=None):
     plan = plan or resolve_plan(RunConfig(model=copy.deepcopy(cfg)))
     source = resolve_source(cfg.name_or_path)
     if plan.device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
+        raise ModelLoadError(Message("model.no_cuda"))
     compute = getattr(torch, plan.compute_dtype)
     kwargs: dict = {"trust_remote_code": cfg.trust_remote_code,
                     "dtype": getattr(torch, plan.load_dtype)}
@@ -224,8 +223,7 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True, plan=None):
     try:
         model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
     except torch.cuda.OutOfMemoryError:
-        raise ModelLoadError("out of GPU memory while loading: try quantization 4bit or a "
-                             "smaller model") from None
+        raise ModelLoadError(Message("model.gpu_oom")) from None
     except SafetensorError as exc:
         raise ModelLoadError(f"{source.description}: a .safetensors weight file is damaged or "
                              f"incomplete ({_first_line(exc)}): download or copy it again") from None
@@ -313,9 +311,8 @@ def _weights_check(source: ResolvedSource, allow_pickle: bool) -> None:
         return
     pickles = sorted(p.name for ext in PICKLE_SUFFIXES for p in folder.glob(f"*{ext}"))
     if pickles:
-        raise ModelLoadError(
-            f"{source.description}: only pickle weights ({pickles[0]}), which can run code "
-            "when loaded; set model.allow_pickle=true only if you trust where they came from")
+        raise ModelLoadError(Message("model.only_pickle", source=source.description,
+                                     file=pickles[0]))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -103,3 +103,18 @@ def test_a_refused_path_is_explained_in_chinese(tmp_path):
         workspace.check("/etc/passwd", "data.path")
     assert "is outside the shared workspace" in str(caught.value)
     assert friendly(caught.value, "zh").startswith("data.path '/etc/passwd' 在共享工作区之外")
+
+
+@pytest.mark.parametrize("name, zh", [
+    ("", "model.name_or_path 为空：请选择一个模型"),
+    ("/no/such/model", "找不到模型文件夹：/no/such/model"),
+    ("neither-path-nor-hub-id", "找不到模型：'neither-path-nor-hub-id' 既不是已存在的路径"),
+])
+def test_a_model_that_cannot_be_found_is_explained_in_chinese(name, zh):
+    from finetune_gui.errors import ModelLoadError
+    from finetune_gui.models import resolve_source
+    from finetune_gui.ui.common import friendly
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_source(name)
+    assert str(caught.value).isascii()
+    assert friendly(caught.value, "zh").startswith(zh)

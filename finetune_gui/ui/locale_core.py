@@ -71,6 +71,14 @@ ZH_MESSAGES: dict[str, str] = {
     "ui.row_json": "第 {n} 行：不是有效的 JSON：{why}（第 {line} 行，第 {column} 列）",
     "ui.row_object": "第 {n} 行：每一行必须是 JSON 对象",
     "ui.whole_numbers": "行数上限和回答长度必须是整数",
+    "model.empty": "model.name_or_path 为空：请选择一个模型",
+    "model.no_file": "找不到模型文件：{path}",
+    "model.no_folder": "找不到模型文件夹：{path}",
+    "model.no_config": "{path}：此文件夹中没有 config.json —— 不是 transformers 模型",
+    "model.not_found": "找不到模型：'{name}' 既不是已存在的路径，也不是形如 'org/name' 的 Hub id",
+    "model.no_cuda": "model.device 为 'cuda'，但没有可用的 CUDA GPU",
+    "model.gpu_oom": "加载时 GPU 显存不足：请尝试 4bit 量化或更小的模型",
+    "model.only_pickle": "{source}：只有 pickle 权重（{file}），加载时可能执行代码；只有在信任其来源时才设置 model.allow_pickle=true",
 }
 
 # What a job is doing (JobState.phase, the evaluation's Progress.phase), as the core names it.
