@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from .test_wizard import TIMEOUT_MS, fill, open_tab, shot, wait_plot_drawn, wait_text
+from .test_wizard import (TIMEOUT_MS, choose, fill, open_tab, shot, wait_plot_drawn,
+                          wait_text)
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +36,7 @@ def test_sft_then_dpo_from_the_train_tab(app_server, browser, tmp_path, tiny_con
         wait_text(page, "#data-stats", "Rejected side")
         page.wait_for_selector("#data-preview-rejected", state="visible", timeout=TIMEOUT_MS)
         open_tab(page, "train")
-        fill(page, "#train-method", "dpo", commit="Enter")
+        choose(page, "#train-method", "dpo")
         fill(page, "#train-max-steps", "8")
         fill(page, "#train-save-steps", "4")
         fill(page, "#train-output", str(runs / "dpo-browser"))

@@ -44,6 +44,17 @@ def fill(page, selector: str, value: str, commit: str = "Tab") -> None:
     box.press(commit)
 
 
+def choose(page, selector: str, value: str) -> None:
+    """Pick ``value`` in a dropdown by clicking its option, and wait until the box shows
+    it (typing and Enter can beat the option list's filter under load and select nothing:
+    a DPO test once trained SFT that way)."""
+    page.locator(f"{selector} input").click()
+    page.get_by_role("option", name=value, exact=True).click()
+    page.wait_for_function(
+        "([sel, want]) => document.querySelector(`${sel} input`).value === want",
+        arg=[selector, value], timeout=TIMEOUT_MS)
+
+
 def pick_run(page, selector: str, name: str) -> None:
     """Choose the run ``name`` in a run dropdown."""
     page.locator(f"{selector} input").click()
