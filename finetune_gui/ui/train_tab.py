@@ -132,9 +132,8 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
 
     def controls(st: UserState):
         """A button's answer: progress and buttons only, and the charts and log drawn afresh
-        by the timer. Its answer can arrive after a tick's, so charts in it could overwrite
-        newer ones that the tick's bookkeeping then counts as drawn (seen: an empty
-        preference chart after a short DPO run)."""
+        by the timer. A button's answer can arrive after a tick's, so charts in it could
+        overwrite newer ones that the tick's bookkeeping then counts as drawn."""
         update = poll(st)
         st.drawn_points = st.drawn_log = -1
         return [*update[:2], *[gr.skip()] * 5, *update[7:]]
