@@ -264,15 +264,15 @@ class RunConfig:
         if data is None:
             return cfg
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+            raise ConfigError(Message("cfg.not_sections", source=source, kind=type(data).__name__))
         for section, values in data.items():
             if section not in SECTIONS:
-                raise ConfigError(f"{source}: unknown section '{section}' "
-                                  f"(known: {', '.join(SECTIONS)})")
+                raise ConfigError(Message("cfg.unknown_section", source=source,
+                                          section=str(section)[:80], known=", ".join(SECTIONS)))
             if values is None:
                 continue
             if not isinstance(values, dict):
-                raise ConfigError(f"{source}: section '{section}' must be a mapping")
+                raise ConfigError(Message("cfg.section_mapping", source=source, section=section))
             for key, value in values.items():
                 cfg.set(f"{section}.{key}", value, source=source)
         return cfg
@@ -289,13 +289,14 @@ class RunConfig:
         """Set ``section.key`` after checking the key exists and the value fits."""
         section, _, key = dotted.partition(".")
         if section not in SECTIONS or not key:
-            raise ConfigError(f"{source}: unknown key '{dotted}' (keys look like 'lora.r')")
+            raise ConfigError(Message("cfg.unknown_key_form", source=source,
+                                      name=str(dotted)[:80]))
         obj = getattr(self, section)
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if key not in fields:
-            close = [k for k in fields if k.startswith(key[:3])]
-            hint = f" (did you mean {', '.join(section + '.' + k for k in close)}?)" if close else ""
-            raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+            close = ", ".join(f"{section}.{k}" for k in fields if k.startswith(key[:3]))
+            raise ConfigError(Message("cfg.unknown_key_hint" if close else "cfg.unknown_key",
+                                      source=source, name=str(dotted)[:80], close=close))
         setattr(obj, key, coerce_value(f"{section}.{key}", fields[key], value, obj, source))
 
     def apply_override(self, item: str) -> None:

@@ -46,6 +46,13 @@ ENGLISH: dict[str, str] = {
     "cfg.choice": "{where} must be one of {choices}; got {got}",
     "cfg.min": "{where} must be {op} {limit}, got {got}",
     "cfg.max": "{where} must be <= {limit}, got {got}",
+    # a preset's or saved settings' shape (config.RunConfig.from_dict / set)
+    "cfg.not_sections": "{source}: expected a mapping of sections, got {kind}",
+    "cfg.unknown_section": "{source}: unknown section '{section}' (known: {known})",
+    "cfg.section_mapping": "{source}: section '{section}' must be a mapping",
+    "cfg.unknown_key_form": "{source}: unknown key '{name}' (keys look like 'lora.r')",
+    "cfg.unknown_key": "{source}: unknown key '{name}'",
+    "cfg.unknown_key_hint": "{source}: unknown key '{name}' (did you mean {close}?)",
     # a data row that cannot be used (data.row_to_example; the caller adds the row's place)
     "row.not_object": "expected an object with fields, got {kind}",
     "row.missing": "missing field '{name}'",

@@ -118,3 +118,17 @@ def test_a_model_that_cannot_be_found_is_explained_in_chinese(name, zh):
         resolve_source(name)
     assert str(caught.value).isascii()
     assert friendly(caught.value, "zh").startswith(zh)
+
+
+@pytest.mark.parametrize("data, zh", [
+    ({"optimizer": {}}, "preset.yaml：未知的部分 'optimizer'"),
+    ({"lora": 8}, "preset.yaml：部分 'lora' 必须是映射"),
+    ({"train": {"learning": 1}}, "preset.yaml：未知的设置项 'train.learning'（是不是想用 train.learning_rate"),
+])
+def test_a_preset_of_the_wrong_shape_is_explained_in_chinese(data, zh):
+    from finetune_gui.errors import ConfigError
+    from finetune_gui.ui.common import friendly
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict(data, source="preset.yaml")
+    assert str(caught.value).isascii()
+    assert friendly(caught.value, "zh").startswith(zh)
