@@ -18,6 +18,7 @@ import gradio as gr
 
 from ..config import RunConfig, field_info
 from ..errors import FinetuneError
+from ..messages import reason_of
 from . import locale
 from .settings_store import SettingsStore
 from .workspace import Workspace
@@ -148,8 +149,7 @@ def friendly(exc: BaseException, lang: str = "en") -> str:
     """A message a person can act on; never a bare 'Error'. Paths in it are shown relative
     to the app's folder (and the home folder as ~): a visitor learns no server layout."""
     if isinstance(exc, FinetuneError):
-        said = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
-        return relative_paths(locale.say(said, lang))   # a core Message in the page's language
+        return relative_paths(locale.say(reason_of(exc), lang))   # a Message in the page's language
     log.error("unexpected error in the UI:\n%s", "".join(traceback.format_exception(exc)))
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return locale.t("err.unexpected", lang, kind=type(exc).__name__,

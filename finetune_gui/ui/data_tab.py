@@ -35,7 +35,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         with gr.Column(scale=3):
             with gr.Row():
                 ui.field("data.path", "text", elem_id="data-path", scale=3)
-                recent_data = recent.build(ui, "data.path", "data-recent")
+                recent_data = recent.build(ui, "data-recent")
         with gr.Column(scale=2):
             upload = gr.File(label=ui.t("data.upload"), file_types=[
                 ".jsonl", ".json", ".csv", ".parquet", ".txt", ".md"], height=130,

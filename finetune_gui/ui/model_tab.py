@@ -34,7 +34,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
                     choices=source_choices)
             with gr.Row():
                 path = ui.field("model.name_or_path", "text", elem_id="model-path", scale=3)
-                recent_models = recent.build(ui, "model.name_or_path", "model-recent")
+                recent_models = recent.build(ui, "model-recent")
             upload = gr.File(label=ui.t("model.upload"), file_types=[".gguf"],
                              visible=False, elem_id="model-upload")
             ui.text(upload, label="model.upload")

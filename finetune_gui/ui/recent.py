@@ -12,7 +12,7 @@ from .settings_store import note_recent
 from .state import UserState
 
 
-def build(ui: Ui, key: str, elem_id: str) -> gr.Dropdown:
+def build(ui: Ui, elem_id: str) -> gr.Dropdown:
     picker = gr.Dropdown(label=ui.t("recent.pick"), choices=[], value=None, scale=1,
                          elem_id=elem_id)
     ui.text(picker, label="recent.pick")
