@@ -83,6 +83,21 @@ def write_plan(paths: RunPaths, plan: dict) -> None:
     atomic_write_text(paths.root / PLAN_FILE, json.dumps(plan, indent=1))
 
 
+def remove_write_leftovers(paths: RunPaths) -> list[str]:
+    """Remove the temporary files of atomic writes that a killed process left behind.
+
+    Called when a run resumes: a run has one writer, so the process that made these is gone.
+    Only names ``atomic_write_text`` makes for this folder's own files are touched.
+    """
+    own = "|".join(re.escape(name) for name in (STATE_FILE, RUN_CONFIG, PLAN_FILE, METRICS_FILE))
+    removed = []
+    for path in paths.root.glob(".*"):
+        if path.is_file() and re.fullmatch(rf"\.({own})\.[a-z0-9_]{{8}}", path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return sorted(removed)
+
+
 def read_state(paths: RunPaths) -> dict:
     try:
         return json.loads(paths.state.read_text(encoding="utf-8"))

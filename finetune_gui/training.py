@@ -215,6 +215,9 @@ class TrainingJob:
                                 "resume it, or choose another train.output_dir")
         self.paths.root.mkdir(parents=True, exist_ok=True)
         if is_main_process():
+            if resume_from:
+                for name in runs.remove_write_leftovers(self.paths):
+                    self._log(f"removed {name}, left by a write the last process did not finish")
             self._config_changes = (runs.keep_config_history(self.paths, cfg)
                                     if resume_from else [])
             cfg.save(self.paths.config)

@@ -90,9 +90,10 @@ def tiny_config(tiny_model_dir, codes_data, tmp_path):
     return cfg
 
 
-def kill_9_then_resume(config, tmp_path: Path, *, steps: int = 24, wait_s: float = 180):
+def kill_9_then_resume(config, tmp_path: Path, *, steps: int = 24, wait_s: float = 180,
+                       before_resume=None):
     """Train ``config`` in a real CLI process, SIGKILL it once a checkpoint exists, then
-    ``--resume`` it to the end. Asserts the kill left a resumable run and the resume
+    ``--resume`` it to the end (``before_resume(paths)`` runs in between). Asserts the kill left a resumable run and the resume
     continued from that checkpoint with one metrics point per step; returns
     ``(run paths, the checkpoint killed at, the resume's CompletedProcess)``."""
     import signal
@@ -119,6 +120,8 @@ def kill_9_then_resume(config, tmp_path: Path, *, steps: int = 24, wait_s: float
     assert proc.returncode == -signal.SIGKILL
     killed_at = paths.latest_checkpoint()
     assert killed_at is not None and read_state(paths)["status"] == "running"
+    if before_resume is not None:
+        before_resume(paths)
     resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -23,7 +23,7 @@ from conftest import ROOT, kill_9_then_resume, write_jsonl
 from finetune_gui.config import RunConfig
 from finetune_gui.data import save_rows
 from finetune_gui.errors import DataError
-from finetune_gui.runs import RunPaths, read_metrics, read_state
+from finetune_gui.runs import RunPaths, read_metrics, read_state, remove_write_leftovers
 from finetune_gui.training import TrainingJob
 
 REMEDIES = ("Try a smaller train.batch_size (raise grad_accum to keep the effective batch), "
@@ -54,11 +54,30 @@ def assert_run_folder_readable(paths: RunPaths) -> None:
 # ---- kill -9 mid-training, then resume ---------------------------------------------------------
 
 def test_kill_9_mid_training_then_resume_finishes_with_a_continuous_curve(tiny_config, tmp_path):
-    paths, _, resumed = kill_9_then_resume(tiny_config, tmp_path, wait_s=120)
+    def mid_write_leftovers(paths: RunPaths) -> None:
+        """What a kill during an atomic write leaves (it happens by chance; CI saw it once)."""
+        (paths.root / ".state.json.il3jnwqw").write_text('{"status": "runn')
+        (paths.root / ".plan.json.k2_9zq0a").write_text("")
+
+    paths, _, resumed = kill_9_then_resume(tiny_config, tmp_path, wait_s=120,
+                                           before_resume=mid_write_leftovers)
     assert "step 24/24" in resumed.stdout
+    assert "removed .state.json.il3jnwqw" in resumed.stdout
     assert_run_folder_readable(paths)
     assert_checkpoint_intact(paths.latest_checkpoint())
     assert (paths.adapter / "adapter_model.safetensors").exists()
+
+
+def test_only_an_atomic_writes_own_leftovers_are_removed(tmp_path):
+    paths = RunPaths(tmp_path)
+    names = {".state.json.ab_12cd3": True, ".run.yaml.zz9yy8xx": True,
+             ".state.json.short": False, ".notes.txt.ab_12cd3": False, ".settings": False,
+             "state.json.ab_12cd3": False}
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert remove_write_leftovers(paths) == sorted(n for n, gone in names.items() if gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, gone in names.items()
+                                                                if not gone)
 
 
 def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
