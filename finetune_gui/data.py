@@ -91,9 +91,12 @@ class DataReport:
         if not self.errors:
             return
         more = max(self.bad_rows, len(self.errors)) - 1
-        tail = f" (and {more} more bad rows: run 'python -m finetune_gui validate {self.path}')" \
-            if more else ""
-        raise DataError(f"{self.path} {self.errors[0]}{tail}")
+        first = self.errors[0]
+        if more:
+            raise DataError(Message("data.bad_rows", path=self.path, where=first.where,
+                                    reason=first.reason, more=more))
+        raise DataError(Message("data.bad_row", path=self.path, where=first.where,
+                                reason=first.reason))
 
 
 # ---- formats ----------------------------------------------------------------------------
@@ -225,8 +228,7 @@ def check_file(path: str | Path, fmt: str = "auto", *, keep_examples: bool = Tru
     from .documents import is_document_source, read_documents  # raw text: its own reader
     if str(path).strip() and is_document_source(path):
         if fmt not in ("auto", "text"):
-            raise DataError(f"{path}: is raw text (a .txt/.md file or a folder): set "
-                            f"data.format to auto or text, not {fmt}")
+            raise DataError(Message("data.text_format", path=path, fmt=fmt))
         return read_documents(path)
     report = DataReport(str(path), fmt, 0)
     for example in checked_examples(report, progress=progress,
@@ -245,7 +247,7 @@ def checked_examples(report: DataReport, *, progress: Progress | None = None,
     rows = iter_rows(path, progress)
     first = [item for _, item in zip(range(FORMAT_SNIFF_ROWS), rows)]
     if not first:
-        raise DataError(f"{path}: the file has no rows")
+        raise DataError(Message("data.no_rows", path=path))
     if report.format == "auto":
         report.format = _sniff_format(path, [row for _, row in first
                                              if not isinstance(row, RowError)])
@@ -292,18 +294,16 @@ def _sniff_format(path, rows: list) -> str:
         return found.most_common(1)[0][0]
     if rows and isinstance(rows[0], dict):
         cols = ", ".join(map(str, rows[0].keys())) or "none"
-        raise DataError(f"{path}: cannot tell the format from its fields ({cols}); "
-                        "need instruction/output (alpaca), messages, conversations, "
-                        "prompt/chosen/rejected (preference), prompt/completion/label "
-                        "(kto) or text (raw text)")
+        raise DataError(Message("data.unknown_format", path=path, fields=cols))
     return "alpaca"
 
 
 def _check_csv_columns(path, row: dict) -> None:
     missing = [c for c in ("instruction", "output") if c not in row]
     if missing:
-        raise DataError(f"{path}: CSV has columns {', '.join(sorted(map(str, row))) or 'none'}; "
-                        f"needs {' and '.join(missing)} (alpaca format)")
+        raise DataError(Message("data.csv_columns", path=path,
+                                columns=", ".join(sorted(map(str, row))) or "none",
+                                missing=" and ".join(missing)))
 
 
 def hash_example(example: Example) -> int:

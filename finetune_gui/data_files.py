@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import DataError
+from .messages import Message
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 # Spreadsheets are ZIP (xlsx, ods) or OLE2 (xls) containers: recognise them under any name.
 SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
-SAVE_AS_CSV = "save it as CSV UTF-8 (File > Save As > CSV) and load the .csv"
 PROGRESS_EVERY_LINES = 20_000
 
 Progress = Callable[[int, int], None]  # (bytes read, file size)
@@ -63,12 +63,12 @@ def iter_rows(path: str | Path, progress: Progress | None = None
     with p.open("rb") as file:
         head = file.read(8192)
     if head.startswith(SPREADSHEET_MAGIC):
-        raise DataError(f"{p}: is a spreadsheet or ZIP archive renamed to {suffix}, not "
-                        f"{suffix[1:].upper()} text: {SAVE_AS_CSV}")
+        raise DataError(Message("file.renamed_archive", path=p, suffix=suffix,
+                                kind=suffix[1:].upper(), remedy=Message("file.save_as_csv")))
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{p}: is UTF-16 text: save it again as UTF-8")
+        raise DataError(Message("file.utf16", path=p))
     if suffix != ".csv" and b"\x00" in head:
-        raise DataError(f"{p}: looks like a binary file, not {suffix[1:].upper()} text")
+        raise DataError(Message("file.binary", path=p, kind=suffix[1:].upper()))
     if suffix == ".csv":
         yield from _read_csv(p)
     elif suffix == ".json":
@@ -80,19 +80,19 @@ def iter_rows(path: str | Path, progress: Progress | None = None
 def _checked_path(path: str | Path) -> Path:
     p = Path(path)
     if not str(path).strip():
-        raise DataError("no data file given (data.path is empty)")
+        raise DataError(Message("file.no_path"))
     if not p.exists():
-        raise DataError(f"{p}: data file not found")
+        raise DataError(Message("file.not_found", path=p))
     if p.is_dir():
-        raise DataError(f"{p}: is a folder, not a data file")
+        raise DataError(Message("file.folder", path=p))
     suffix = p.suffix.lower()
     if suffix in SPREADSHEET_SUFFIXES:
-        raise DataError(f"{p}: is a spreadsheet, not a data file: {SAVE_AS_CSV}")
+        raise DataError(Message("file.spreadsheet", path=p, remedy=Message("file.save_as_csv")))
     if suffix not in SUPPORTED_SUFFIXES:
-        raise DataError(f"{p}: unsupported file type '{suffix or '(none)'}' — use "
-                        f"{', '.join(SUPPORTED_SUFFIXES)} (or .txt/.md for raw text)")
+        raise DataError(Message("file.unsupported", path=p, suffix=suffix or "(none)",
+                                supported=", ".join(SUPPORTED_SUFFIXES)))
     if p.stat().st_size == 0:
-        raise DataError(f"{p}: the file is empty")
+        raise DataError(Message("file.empty", path=p))
     return p
 
 
@@ -119,7 +119,8 @@ def _stream_parquet(path: Path, progress: Progress | None) -> Iterator[tuple[str
     try:
         file = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types; all mean "unreadable"
-        raise DataError(f"{path}: cannot read PARQUET: {_short_reason(exc, path)}") from None
+        raise DataError(Message("file.unreadable", path=path, kind="PARQUET",
+                                why=_short_reason(exc, path))) from None
     number, total = 0, file.metadata.num_rows
     for batch in file.iter_batches(batch_size=PROGRESS_EVERY_LINES):
         for row in batch.to_pylist():
@@ -138,12 +139,12 @@ def _jsonl_rows(lines: Iterable[bytes]) -> Iterator[tuple[str, Any]]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield where, RowError(where, f"not UTF-8 text (byte {exc.start + 1})")
+            yield where, RowError(where, Message("file.row_not_utf8", byte=exc.start + 1))
             continue
         try:
             yield where, json.loads(text)
         except json.JSONDecodeError as exc:
-            yield where, RowError(where, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            yield where, RowError(where, Message("file.row_json", why=exc.msg, column=exc.colno))
 
 
 def _read_json(path: Path, raw: bytes) -> list[tuple[str, Any]]:
@@ -151,21 +152,21 @@ def _read_json(path: Path, raw: bytes) -> list[tuple[str, Any]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: not UTF-8 text") from None
+        raise DataError(Message("file.line_not_utf8", path=path, where=f"line {line}")) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         if "Extra data" in exc.msg and text.lstrip().startswith("{"):
             return list(_jsonl_rows(raw.split(b"\n")))  # JSON Lines saved as .json
-        raise DataError(f"{path} line {exc.lineno}: invalid JSON: {exc.msg} "
-                        f"(column {exc.colno})") from None
+        raise DataError(Message("file.line_json", path=path, where=f"line {exc.lineno}",
+                                why=exc.msg, column=exc.colno)) from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
-            raise DataError(f"{path}: expected a JSON list of rows (or an object holding one list)")
+            raise DataError(Message("file.json_one_list", path=path))
         data = lists[0]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+        raise DataError(Message("file.json_not_list", path=path, kind=type(data).__name__))
     return [(f"item {i}", row) for i, row in enumerate(data, start=1)]
 
 
@@ -174,9 +175,10 @@ def _read_csv(path: Path) -> list[tuple[str, Any]]:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+        raise DataError(Message("file.not_utf8", path=path)) from None
     except Exception as exc:  # pandas raises many parser types; all mean "unreadable"
-        raise DataError(f"{path}: cannot read CSV: {_short_reason(exc, path)}") from None
+        raise DataError(Message("file.unreadable", path=path, kind="CSV",
+                                why=_short_reason(exc, path))) from None
     return [(f"line {i + 2}", {k: _plain(v) for k, v in record.items()})  # line 1: header
             for i, record in enumerate(frame.to_dict(orient="records"))]
 

@@ -9,6 +9,7 @@ import torch
 
 from .config import LoraConfig
 from .errors import ConfigError
+from .messages import Message
 from .models import has_quantized_layers, linear_layer_names, text_config
 
 CHECKPOINTING_KWARGS = {"use_reentrant": False}
@@ -54,12 +55,10 @@ def attach_lora(model, cfg: LoraConfig, *, gradient_checkpointing: bool):
     except ValueError as exc:
         text = str(exc).splitlines()[0]
         if cfg.last_layers and "layers_to_transform" in text:
-            raise ConfigError(f"lora.last_layers: peft cannot tell this model's layers apart "
-                              f"({text}); set it to 0") from None
+            raise ConfigError(Message("lora.last_layers", why=text)) from None
         if "not found in the base model" in text or "Target modules" in text:
-            raise ConfigError(f"lora.target_modules {cfg.target_modules!r} match no layer of this "
-                              "model; see the model's linear-layer names on the Model tab") from None
-        raise ConfigError(f"LoRA settings rejected by peft: {text}") from None
+            raise ConfigError(Message("lora.no_targets", targets=repr(cfg.target_modules))) from None
+        raise ConfigError(Message("lora.rejected", why=text)) from None
     return model
 
 
@@ -77,9 +76,9 @@ def adopt_init_adapter(config) -> Path | None:
         return None
     paths, earlier = find_run(config.train.init_adapter)
     if earlier.model.name_or_path != config.model.name_or_path:
-        raise ConfigError(f"train.init_adapter {config.train.init_adapter}: that adapter was "
-                          f"trained on {earlier.model.name_or_path!r}, this run uses "
-                          f"{config.model.name_or_path!r}")
+        raise ConfigError(Message("lora.init_other_base", run=config.train.init_adapter,
+                                  theirs=repr(earlier.model.name_or_path),
+                                  ours=repr(config.model.name_or_path)))
     config.lora = earlier.lora
     return Path(paths.adapter)
 
@@ -91,5 +90,5 @@ def load_adapter_weights(model, adapter_dir) -> None:
     result = peft.set_peft_model_state_dict(model, weights)
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:
-        raise ConfigError(f"{adapter_dir}: its weights do not fit this run's adapter "
-                          f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected)")
+        raise ConfigError(Message("lora.init_misfit", path=adapter_dir, missing=len(missing),
+                                  unexpected=len(result.unexpected_keys)))

@@ -76,6 +76,80 @@ ENGLISH: dict[str, str] = {
                             "messages",
     "row.pref_assistant": "{at} must be an assistant message",
     "row.kto_label": "field 'label' must be true or false, got {got}",
+    # a data file that cannot be read (data_files): the file, then a row of it
+    "file.save_as_csv": "save it as CSV UTF-8 (File > Save As > CSV) and load the .csv",
+    "file.renamed_archive": "{path}: is a spreadsheet or ZIP archive renamed to {suffix}, not "
+                            "{kind} text: {remedy}",
+    "file.utf16": "{path}: is UTF-16 text: save it again as UTF-8",
+    "file.binary": "{path}: looks like a binary file, not {kind} text",
+    "file.no_path": "no data file given (data.path is empty)",
+    "file.not_found": "{path}: data file not found",
+    "file.folder": "{path}: is a folder, not a data file",
+    "file.spreadsheet": "{path}: is a spreadsheet, not a data file: {remedy}",
+    "file.unsupported": "{path}: unsupported file type '{suffix}' — use {supported} (or "
+                        ".txt/.md for raw text)",
+    "file.empty": "{path}: the file is empty",
+    "file.unreadable": "{path}: cannot read {kind}: {why}",
+    "file.not_utf8": "{path}: not UTF-8 text",
+    "file.line_not_utf8": "{path} {where}: not UTF-8 text",
+    "file.line_json": "{path} {where}: invalid JSON: {why} (column {column})",
+    "file.json_one_list": "{path}: expected a JSON list of rows (or an object holding one list)",
+    "file.json_not_list": "{path}: expected a JSON list of rows, got {kind}",
+    "file.row_not_utf8": "not UTF-8 text (byte {byte})",
+    "file.row_json": "invalid JSON: {why} (column {column})",
+    # a data file's rows as a whole (data.load_dataset)
+    "data.bad_row": "{path} {where}: {reason}",
+    "data.bad_rows": "{path} {where}: {reason} (and {more} more bad rows: run "
+                     "'python -m finetune_gui validate {path}')",
+    "data.no_rows": "{path}: the file has no rows",
+    "data.text_format": "{path}: is raw text (a .txt/.md file or a folder): set data.format to "
+                        "auto or text, not {fmt}",
+    "data.unknown_format": "{path}: cannot tell the format from its fields ({fields}); need "
+                           "instruction/output (alpaca), messages, conversations, "
+                           "prompt/chosen/rejected (preference), prompt/completion/label (kto) "
+                           "or text (raw text)",
+    "data.no_usable_rows": "{path}: no usable rows to train on",
+    "data.csv_columns": "{path}: CSV has columns {columns}; needs {missing} (alpaca format)",
+    # training (training.TrainingJob) and its adapter (lora)
+    "train.busy": "a training job is already running: stop it or wait for it",
+    "train.patience_no_split": "train.early_stopping_patience needs held-out rows to measure: "
+                               "set data.val_split (e.g. 0.1) or data.val_path",
+    "train.no_checkpoint": "{path}: no checkpoint to resume from",
+    "train.run_exists": "{path} already holds a run with checkpoints: resume it, or choose "
+                        "another train.output_dir",
+    "train.not_finite": "the LoRA weights became NaN/inf by step {step}: the adapter was not "
+                        "saved, last good checkpoint kept. Lower train.learning_rate or use "
+                        "precision fp32",
+    "lora.last_layers": "lora.last_layers: peft cannot tell this model's layers apart ({why}); "
+                        "set it to 0",
+    "lora.no_targets": "lora.target_modules {targets} match no layer of this model; see the "
+                       "model's linear-layer names on the Model tab",
+    "lora.rejected": "LoRA settings rejected by peft: {why}",
+    "lora.init_other_base": "train.init_adapter {run}: that adapter was trained on {theirs}, "
+                            "this run uses {ours}",
+    "lora.init_misfit": "{path}: its weights do not fit this run's adapter ({missing} missing, "
+                        "{unexpected} unexpected)",
+    # an evaluation row or file (evaluation.rows)
+    "eval.row_question": "field 'question' must be non-empty text",
+    "eval.row_no_question": "no question: give 'question' (with 'answer' and/or 'keywords'), "
+                            "instruction/output, messages or conversations",
+    "eval.row_document": "a document ('text'), not a question: Evaluate asks questions with an "
+                         "answer and/or keywords",
+    "eval.row_nothing_to_score": "nothing to score the answer against: give an answer or "
+                                 "keywords",
+    "eval.bad_rows": "{path} {where}: {reason} (and {more} more bad rows)",
+    "eval.no_rows": "{path}: no rows to evaluate",
+    # the prompt template (templates.TemplateSpec)
+    "tpl.custom_fields": "data.custom_template must contain {{instruction}} and {{output}}",
+    "tpl.custom_order": "data.custom_template: {{output}} must come after {{instruction}}",
+    "tpl.custom_brace": "data.custom_template: unknown placeholder or stray brace ({why}); use "
+                        "only {{instruction}}, {{input}}, {{output}} and write literal braces "
+                        "as {{{{ }}}}",
+    "tpl.no_chat_template": "data.template is 'model' but this tokenizer has no chat template: "
+                            "choose alpaca, chatml or custom",
+    "tpl.rewrites_turns": "the model's chat template rewrites earlier turns; use chatml",
+    "tpl.no_extend": "the model's chat template does not extend the prompt with the answer; "
+                     "use chatml",
     # paths and models a page asks for (ui.workspace), and the tabs' own preconditions
     "ws.empty": "{what}: empty path",
     "ws.unusable": "{shown}: not a usable path ({why})",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .config import DataConfig
 from .data import Example, Turn
 from .errors import ConfigError
+from .messages import Message
 
 IGNORE_INDEX = -100
 
@@ -44,18 +45,15 @@ class TemplateSpec:
     def check(self, tokenizer=None) -> None:
         if self.name == "custom":
             if "{instruction}" not in self.custom or "{output}" not in self.custom:
-                raise ConfigError("data.custom_template must contain {instruction} and {output}")
+                raise ConfigError(Message("tpl.custom_fields"))
             if self.custom.index("{output}") < self.custom.index("{instruction}"):
-                raise ConfigError("data.custom_template: {output} must come after {instruction}")
+                raise ConfigError(Message("tpl.custom_order"))
             try:
                 self.custom.format(instruction="", input="", output="")
             except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(f"data.custom_template: unknown placeholder or stray brace "
-                                  f"({exc}); use only {{instruction}}, {{input}}, {{output}} "
-                                  "and write literal braces as {{ }}") from None
+                raise ConfigError(Message("tpl.custom_brace", why=exc)) from None
         if self.name == "model" and tokenizer is not None and not tokenizer.chat_template:
-            raise ConfigError("data.template is 'model' but this tokenizer has no chat "
-                              "template: choose alpaca, chatml or custom")
+            raise ConfigError(Message("tpl.no_chat_template"))
 
 
 def _user_text(turn: Turn) -> str:
@@ -144,8 +142,7 @@ def _custom(turns, system, template, tokenizer, for_generation) -> list[Segment]
 def _model(turns, system, tokenizer, for_generation) -> list[Segment]:
     """Use the tokenizer's own chat template, split into prompt/answer by rendering prefixes."""
     if not tokenizer.chat_template:
-        raise ConfigError("data.template is 'model' but this tokenizer has no chat template: "
-                          "choose alpaca, chatml or custom")
+        raise ConfigError(Message("tpl.no_chat_template"))
     messages = [{"role": "system", "content": system}] if system else []
     out: list[Segment] = []
     done = ""
@@ -154,15 +151,14 @@ def _model(turns, system, tokenizer, for_generation) -> list[Segment]:
         prompt_text = tokenizer.apply_chat_template(messages, tokenize=False,
                                                     add_generation_prompt=True)
         if not prompt_text.startswith(done):
-            raise ConfigError("the model's chat template rewrites earlier turns; use chatml")
+            raise ConfigError(Message("tpl.rewrites_turns"))
         out.append(Segment(prompt_text[len(done):], False))
         if for_generation and i == len(turns) - 1:
             break
         messages.append({"role": "assistant", "content": turn.output})
         full = tokenizer.apply_chat_template(messages, tokenize=False)
         if not full.startswith(prompt_text):
-            raise ConfigError("the model's chat template does not extend the prompt with the "
-                              "answer; use chatml")
+            raise ConfigError(Message("tpl.no_extend"))
         answer = full[len(prompt_text):]
         eos = _eos(tokenizer)
         if eos and eos not in answer:

@@ -26,6 +26,7 @@ from .config import RunConfig
 from .data import write_examples
 from .data_stream import load_split
 from .errors import FinetuneError
+from .messages import Message
 from .evaluation.runner import HELDOUT_FILE
 from .batching import PackingCollator, PadCollator, token_count
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
@@ -76,7 +77,7 @@ class TrainingJob:
     def start(self) -> None:
         """Train in a background thread; raises ``JobBusyError`` if a job is running."""
         if not _ACTIVE.acquire(blocking=False):
-            raise JobBusyError("a training job is already running: stop it or wait for it")
+            raise JobBusyError(Message("train.busy"))
         self._update(status="loading", phase="starting")
         self._thread = threading.Thread(target=self._run_in_background, name="training-job",
                                         daemon=True)
@@ -85,7 +86,7 @@ class TrainingJob:
     def run(self) -> JobState:
         """Train in this thread (the CLI's way); returns the final state."""
         if not _ACTIVE.acquire(blocking=False):
-            raise JobBusyError("a training job is already running: stop it or wait for it")
+            raise JobBusyError(Message("train.busy"))
         self._update(status="loading", phase="starting")
         self._run_locked()
         return self.state
@@ -195,7 +196,7 @@ class TrainingJob:
         if isinstance(split.train, list):  # streamed rows are plain instruction rows
             split.train = examples_for_method(split.train, method, cfg.data.path, self._log)
         if not split.train:
-            raise FinetuneError(f"{cfg.data.path}: no usable rows to train on")
+            raise FinetuneError(Message("data.no_usable_rows", path=cfg.data.path))
         init_adapter = adopt_init_adapter(cfg)
         if init_adapter is not None:
             self._log(f"starting from the adapter of {cfg.train.init_adapter} (its LoRA "
@@ -203,16 +204,14 @@ class TrainingJob:
         for warning in split.report.warnings[:20]:
             self._log(f"warning: {warning}")
         if cfg.train.early_stopping_patience and not split.validation:
-            raise FinetuneError("train.early_stopping_patience needs held-out rows to measure: "
-                                "set data.val_split (e.g. 0.1) or data.val_path")
+            raise FinetuneError(Message("train.patience_no_split"))
         resume_from = None
         if self.resume:
             resume_from = self.paths.latest_checkpoint()
             if resume_from is None:
-                raise FinetuneError(f"{self.paths.root}: no checkpoint to resume from")
+                raise FinetuneError(Message("train.no_checkpoint", path=self.paths.root))
         elif self.paths.latest_checkpoint() is not None:
-            raise FinetuneError(f"{self.paths.root} already holds a run with checkpoints: "
-                                "resume it, or choose another train.output_dir")
+            raise FinetuneError(Message("train.run_exists", path=self.paths.root))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         if is_main_process():
             if resume_from:
@@ -347,9 +346,7 @@ class TrainingJob:
             return
         sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # ranks must agree
         if not sharded and not weights_finite(trainer.model):
-            raise FinetuneError(f"the LoRA weights became NaN/inf by step {state.step}: the "
-                                "adapter was not saved, last good checkpoint kept. Lower "
-                                "train.learning_rate or use precision fp32")
+            raise FinetuneError(Message("train.not_finite", step=state.step))
         self._update(phase="saving adapter")
         if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
             # Sharded weights: every rank joins the gather, the Trainer writes from rank 0.

@@ -132,3 +132,38 @@ def test_a_preset_of_the_wrong_shape_is_explained_in_chinese(data, zh):
         RunConfig.from_dict(data, source="preset.yaml")
     assert str(caught.value).isascii()
     assert friendly(caught.value, "zh").startswith(zh)
+
+
+@pytest.mark.parametrize("name, content, zh", [
+    ("sheet.xlsx", b"PK\x03\x04", "{p}：是电子表格，不是数据文件：请另存为 CSV UTF-8"),
+    ("empty.jsonl", b"", "{p}：文件是空的"),
+    ("broken.json", b'[{"instruction": "a",\n "output": }]', "{p} 第 2 行：JSON 无效：Expecting value"),
+    ("rows.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n{"output": "c"}\n',
+     "{p} 第 2 行：缺少字段 'output'（另有 1 行有问题：运行 'python -m finetune_gui validate {p}' 查看）"),
+    ("fields.jsonl", b'{"question": "a"}\n', "{p}：无法从字段（question）判断格式"),
+])
+def test_a_data_file_that_cannot_be_used_is_explained_in_chinese(tmp_path, name, content, zh):
+    from finetune_gui.data import check_file
+    from finetune_gui.errors import DataError
+    from finetune_gui.ui.common import friendly
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as caught:
+        check_file(path).raise_if_bad()
+    assert str(caught.value).isascii()
+    assert friendly(caught.value, "zh").startswith(zh.format(p=path))
+
+
+@pytest.mark.parametrize("custom, zh", [
+    ("### {instruction}", "data.custom_template 必须包含 {instruction} 和 {output}"),
+    ("{output} then {instruction}", "data.custom_template：{output} 必须在 {instruction} 之后"),
+    ("{instruction} {answer} {output}", "data.custom_template：未知的占位符或多余的花括号（'answer'）"),
+])
+def test_a_custom_template_that_cannot_work_is_explained_in_chinese(custom, zh):
+    from finetune_gui.errors import ConfigError
+    from finetune_gui.templates import TemplateSpec
+    from finetune_gui.ui.common import friendly
+    with pytest.raises(ConfigError) as caught:
+        TemplateSpec("custom", custom).check()
+    assert str(caught.value).isascii()
+    assert friendly(caught.value, "zh").startswith(zh)

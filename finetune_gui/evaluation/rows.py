@@ -14,7 +14,7 @@ from pathlib import Path
 from ..data import Example, Turn, detect_row_format, row_keywords, row_to_example
 from ..data_files import RowError, read_rows
 from ..errors import DataError
-from ..messages import reason_of
+from ..messages import Message, reason_of
 
 QUESTION_FIELDS = ("question", "prompt")
 REFERENCE_FIELDS = ("answer", "reference", "output")
@@ -44,34 +44,32 @@ class EvalRow:
 def _question_row(row: dict) -> Example:
     prompt = next((row[k] for k in QUESTION_FIELDS if k in row), None)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("field 'question' must be non-empty text")
+        raise ValueError(Message("eval.row_question"))
     reference = next((row[k] for k in REFERENCE_FIELDS if row.get(k) is not None), "")
     if not isinstance(reference, str):
-        raise ValueError("field 'answer' must be text")
+        raise ValueError(Message("row.not_text", name="answer", kind=type(reference).__name__))
     system = row.get("system") or ""
     if not isinstance(system, str):
-        raise ValueError("field 'system' must be text")
+        raise ValueError(Message("row.not_text", name="system", kind=type(system).__name__))
     return Example([Turn(prompt, "", reference)], system=system)
 
 
 def row_to_eval_row(row, where: str) -> EvalRow:
     """One raw row as an evaluation row; ``ValueError`` says what is wrong with it."""
     if not isinstance(row, dict):
-        raise ValueError(f"expected an object with fields, got {type(row).__name__}")
+        raise ValueError(Message("row.not_object", kind=type(row).__name__))
     if any(k in row for k in QUESTION_FIELDS) and detect_row_format(row) is None:
         example = _question_row(row)
     else:
         fmt = detect_row_format(row)
         if fmt is None:
-            raise ValueError("no question: give 'question' (with 'answer' and/or 'keywords'), "
-                             "instruction/output, messages or conversations")
+            raise ValueError(Message("eval.row_no_question"))
         if fmt == "text":
-            raise ValueError("a document ('text'), not a question: Evaluate asks questions "
-                             "with an answer and/or keywords")
+            raise ValueError(Message("eval.row_document"))
         example = row_to_example(row, fmt, where)
     keywords = row_keywords(row)
     if not example.turns[-1].output.strip() and not keywords:
-        raise ValueError("nothing to score the answer against: give an answer or keywords")
+        raise ValueError(Message("eval.row_nothing_to_score"))
     source = row.get("source")  # a saved split names the row of the original file
     shown = source if isinstance(source, str) and source.strip() else where
     example.where = shown
@@ -88,8 +86,11 @@ def read_eval_rows(path: str | Path) -> list[EvalRow]:
         except ValueError as exc:
             errors.append(RowError(where, reason_of(exc)))
     if errors:
-        more = f" (and {len(errors) - 1} more bad rows)" if len(errors) > 1 else ""
-        raise DataError(f"{path} {errors[0]}{more}")
+        first = errors[0]
+        if len(errors) > 1:
+            raise DataError(Message("eval.bad_rows", path=path, where=first.where,
+                                    reason=first.reason, more=len(errors) - 1))
+        raise DataError(Message("data.bad_row", path=path, where=first.where, reason=first.reason))
     if not rows:
-        raise DataError(f"{path}: no rows to evaluate")
+        raise DataError(Message("eval.no_rows", path=path))
     return rows

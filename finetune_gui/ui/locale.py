@@ -11,6 +11,7 @@ placeholders.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from ..config import SECTIONS, RunConfig, field_help
 from ..messages import ENGLISH, Message
@@ -399,11 +400,25 @@ def colors_by_name(colors: dict[str, str]) -> dict[str, str]:
 
 
 def say(text: str, lang: str = "en") -> str:
-    """A core sentence in ``lang``: a ``Message`` by its key, any other text as it is."""
+    """A core sentence in ``lang``: a ``Message`` by its key, any other text as it is. A
+    value named ``where`` is a row's place in its file ("line 3") and is said as one."""
     if isinstance(text, Message):
-        return t(f"msg.{text.key}", lang, **{k: say(v, lang) if isinstance(v, str) else v
-                                             for k, v in text.values.items()})
+        return t(f"msg.{text.key}", lang).format(   # formatted even without values: "{{"
+            **{k: place(v, lang) if k == "where" else say(v, lang) if isinstance(v, str)
+               else v for k, v in text.values.items()})
     return text
+
+
+_PLACE = re.compile(r"(line|item|row) (\d+)")
+_ZH_PLACE = {"line": "第 {n} 行", "item": "第 {n} 项", "row": "第 {n} 行"}
+
+
+def place(where, lang: str = "en") -> str:
+    """A row's place in its file ("line 3", "item 2", "row 7") in ``lang``."""
+    match = _PLACE.fullmatch(str(where))
+    if lang != "zh" or not match:
+        return str(where)
+    return _ZH_PLACE[match.group(1)].format(n=match.group(2))
 
 
 def phase(text: str, lang: str = "en") -> str:
