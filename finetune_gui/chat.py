@@ -15,6 +15,7 @@ from .config import GenerationConfig, RunConfig
 from .data import Example, Turn
 from .errors import FinetuneError
 from .generation import sampling_kwargs
+from .messages import Message
 from .plan import resolve_plan
 from .templates import TemplateSpec, encode_segments, segments, stop_token_ids
 
@@ -37,7 +38,7 @@ def messages_to_example(messages: list[dict]) -> Example:
             turns.append(Turn(pending, "", content))
             pending = None
     if pending is None or not pending.strip():
-        raise FinetuneError("the conversation must end with a non-empty user message")
+        raise FinetuneError(Message("chat.no_question"))
     turns.append(Turn(pending, "", ""))
     return Example(turns, system=system)
 
@@ -128,8 +129,7 @@ class ChatEngine:
         context = context_length(self.model)
         room = context - max_new_tokens
         if room < 16:
-            raise FinetuneError(f"generation.max_new_tokens={max_new_tokens} leaves no room "
-                                f"for the question in this model's {context}-token context")
+            raise FinetuneError(Message("chat.no_room", tokens=max_new_tokens, context=context))
         example = messages_to_example(messages)
         for start in range(len(example.turns)):
             turns = example.turns[start:]
@@ -142,10 +142,9 @@ class ChatEngine:
                 return FittedPrompt(ids, start)
         last = example.turns[-1]
         size = len(last.instruction) + len(example.system)
-        raise FinetuneError(
-            f"the message{' with the system prompt' if example.system else ''} ({size:,} "
-            f"characters) cannot fit this model's context of {context:,} tokens "
-            f"(less {max_new_tokens} for the answer): shorten it")
+        raise FinetuneError(Message("chat.too_long_system" if example.system else "chat.too_long",
+                                    size=f"{size:,}", context=f"{context:,}",
+                                    tokens=max_new_tokens))
 
     def example_prompt_ids(self, example: Example) -> list[int]:
         """The tokens that ask ``example``'s last turn, in the run's template."""

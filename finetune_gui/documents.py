@@ -15,7 +15,7 @@ from pathlib import Path
 from .data import DataReport, Example
 from .data_files import RowError
 from .errors import DataError
-from .messages import reason_of
+from .messages import Message, reason_of
 from .templates import IGNORE_INDEX, encode_example, TemplateSpec
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -41,10 +41,9 @@ def document_files(path: Path) -> list[Path]:
         if file.is_file() and file.suffix.lower() in TEXT_SUFFIXES:
             found.append(file)
             if len(found) > MAX_DOCUMENT_FILES:
-                raise DataError(f"{path}: more than {MAX_DOCUMENT_FILES:,} text files: put "
-                                "the documents in a JSONL file of 'text' rows instead")
+                raise DataError(Message("doc.too_many", path=path, most=f"{MAX_DOCUMENT_FILES:,}"))
     if not found:
-        raise DataError(f"{path}: a folder without .txt or .md files")
+        raise DataError(Message("doc.no_text_files", path=path))
     return found
 
 
@@ -52,7 +51,7 @@ def read_documents(path: str | Path) -> DataReport:
     """Every document of a text file or folder; unreadable files are bad rows by name."""
     root = Path(path)
     if not root.exists():
-        raise DataError(f"{root}: data file not found")
+        raise DataError(Message("file.not_found", path=root))
     files = document_files(root)
     report = DataReport(str(root), "text", len(files))
     for file in files:
@@ -60,14 +59,13 @@ def read_documents(path: str | Path) -> DataReport:
         try:
             size = file.stat().st_size
             if size > MAX_DOCUMENT_BYTES:
-                raise ValueError(f"{size / 2**20:.0f} MiB is too large for one document: "
-                                 "split it, or give JSONL rows with a 'text' field")
+                raise ValueError(Message("doc.too_large", mib=f"{size / 2**20:.0f}"))
             raw = file.read_bytes()
             if b"\x00" in raw[:8192]:
-                raise ValueError("looks like a binary file, not text")
+                raise ValueError(Message("doc.binary"))
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            report.errors.append(RowError(where, f"not UTF-8 text (byte {exc.start + 1})"))
+            report.errors.append(RowError(where, Message("file.row_not_utf8", byte=exc.start + 1)))
             continue
         except (ValueError, OSError) as exc:
             report.errors.append(RowError(where, reason_of(exc)))
@@ -77,7 +75,7 @@ def read_documents(path: str | Path) -> DataReport:
             continue
         report.examples.append(Example([], where=where, text=text))
     if not report.examples and not report.errors:
-        raise DataError(f"{root}: no text to train on (every file is empty)")
+        raise DataError(Message("doc.all_empty", path=root))
     report.good_rows, report.bad_rows = len(report.examples), len(report.errors)
     return report
 
@@ -88,7 +86,7 @@ def chunk_ids(ids: list[int], max_len: int, overlap: int = 0
     nothing to be predicted from, so a later chunk repeats at least one token of the one
     before as unlabelled context; ``overlap`` repeats more (more context, same labels)."""
     if max_len < 2:
-        raise DataError("train.max_seq_len must be at least 2 to train on raw text")
+        raise DataError(Message("doc.seq_len"))
     context = max(1, min(overlap, max_len // 2))
     chunks = []
     start, end, trained_from = 0, min(len(ids), max_len), 1

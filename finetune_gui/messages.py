@@ -97,6 +97,15 @@ ENGLISH: dict[str, str] = {
     "file.json_not_list": "{path}: expected a JSON list of rows, got {kind}",
     "file.row_not_utf8": "not UTF-8 text (byte {byte})",
     "file.row_json": "invalid JSON: {why} (column {column})",
+    # raw text documents (documents)
+    "doc.too_many": "{path}: more than {most} text files: put the documents in a JSONL file of "
+                    "'text' rows instead",
+    "doc.no_text_files": "{path}: a folder without .txt or .md files",
+    "doc.too_large": "{mib} MiB is too large for one document: split it, or give JSONL rows "
+                     "with a 'text' field",
+    "doc.binary": "looks like a binary file, not text",
+    "doc.all_empty": "{path}: no text to train on (every file is empty)",
+    "doc.seq_len": "train.max_seq_len must be at least 2 to train on raw text",
     # a data file's rows as a whole (data.load_dataset)
     "data.bad_row": "{path} {where}: {reason}",
     "data.bad_rows": "{path} {where}: {reason} (and {more} more bad rows: run "
@@ -120,10 +129,43 @@ ENGLISH: dict[str, str] = {
     "train.not_finite": "the LoRA weights became NaN/inf by step {step}: the adapter was not "
                         "saved, last good checkpoint kept. Lower train.learning_rate or use "
                         "precision fp32",
+    "train.all_too_long": "every example is longer than train.max_seq_len={most} before its "
+                          "answer starts: raise it",
+    "train.mix_format": "data.mix: {path} holds {fmt} rows; a mixed file must be instruction, "
+                        "chat or raw-text data",
+    "train.mix_too_long": "data.mix: {path} has no row that fits max_seq_len",
+    "train.mix_sft_only": "data.mix is for sft: a preference run trains on data.path's pairs "
+                          "only",
+    "train.pairs_too_long": "{path}: {n} rows do not fit in train.max_seq_len={most} tokens "
+                            "with their longer answer ({rows}): raise max_seq_len or shorten "
+                            "them",
+    "pref.needs_pairs": "{path}: train.method {method} needs prompt/chosen/rejected rows; {n} "
+                        "of {total} rows have no rejected answer (use method sft for them, or "
+                        "kto for labelled answers)",
+    "pref.kto_rows": "{path}: train.method kto needs prompt/completion/label rows (or "
+                     "preference pairs)",
+    # chatting with a model (chat)
+    "chat.no_question": "the conversation must end with a non-empty user message",
+    "chat.no_room": "generation.max_new_tokens={tokens} leaves no room for the question in "
+                    "this model's {context}-token context",
+    "chat.too_long": "the message ({size} characters) cannot fit this model's context of "
+                     "{context} tokens (less {tokens} for the answer): shorten it",
+    "chat.too_long_system": "the message with the system prompt ({size} characters) cannot fit "
+                            "this model's context of {context} tokens (less {tokens} for the "
+                            "answer): shorten it",
     "lora.last_layers": "lora.last_layers: peft cannot tell this model's layers apart ({why}); "
                         "set it to 0",
     "lora.no_targets": "lora.target_modules {targets} match no layer of this model; see the "
                        "model's linear-layer names on the Model tab",
+    "lora.targets_form": "lora.target_modules must be 'all-linear' or a list of module names",
+    "lora.target_block": "lora.target_modules: '{name}' is a block, not a linear layer; name "
+                         "its layers (e.g. q_proj, v_proj) instead",
+    "lora.target_other": "lora.target_modules: '{name}' is not a linear or embedding layer; "
+                         "LoRA cannot adapt it",
+    "lora.no_targets_listed": "lora.target_modules {targets} match no layer of this model (its "
+                              "linear layers: {linear})",
+    "lora.no_modules_to_save": "lora.modules_to_save {names} match no module of this model",
+    "lora.no_architecture": "{source}: cannot read its architecture: {why}",
     "lora.rejected": "LoRA settings rejected by peft: {why}",
     "lora.init_other_base": "train.init_adapter {run}: that adapter was trained on {theirs}, "
                             "this run uses {ours}",
@@ -166,6 +208,12 @@ ENGLISH: dict[str, str] = {
     "ui.too_big_to_edit": "{path} is {mb} MB: too big to edit in the page (at most {most} MB). "
                           "It stays data.path, so training reads it as it is; to edit it, "
                           "split it or use an editor",
+    "ui.table_empty": "the table is empty: add a row or load a data file",
+    "ui.the_table": "table",
+    "ui.edit_bad_document": "{path}: {where}: {reason} — fix that file first ({n} unreadable "
+                            "file(s))",
+    "ui.edit_bad_line": "{path} {where}: {reason} — fix it in a text editor first ({n} "
+                        "unreadable line(s))",
     "ui.row_json": "row {n}: not valid JSON: {why} (line {line}, column {column})",
     "ui.row_object": "row {n}: a row must be a JSON object",
     "ui.whole_numbers": "the row limit and answer length must be whole numbers",
@@ -176,6 +224,19 @@ ENGLISH: dict[str, str] = {
     "model.no_config": "{path}: no config.json in this folder — not a transformers model",
     "model.not_found": "model not found: '{name}' is neither an existing path nor a Hub id "
                        "like 'org/name'",
+    "model.no_config_file": "config file not found: {path}",
+    "model.not_found_estimate": "model not found: '{name}' is neither an existing path, a "
+                                "shipped architecture preset, nor a Hub id like 'org/name'",
+    "model.no_architecture": "no architecture config for '{name}': it is not among the shipped "
+                             "presets (presets/architectures) and not in the local Hugging Face "
+                             "cache; download its config.json and set model.name_or_path to "
+                             "that file",
+    "model.config_not_object": "{path}: expected a JSON object (a transformers config)",
+    "model.gguf_metadata": "{path}: cannot read GGUF metadata: {why}",
+    "model.gguf_arch": "{path}: GGUF architecture '{arch}' is not supported by the estimate "
+                       "(supported: {supported})",
+    "model.no_model_type": "{source}: no model_type in this config — not a transformers config",
+    "model.config_lacks": "{source}: the config lacks '{key}'",
     "model.no_cuda": "model.device is 'cuda' but no CUDA GPU is available",
     "model.gpu_oom": "out of GPU memory while loading: try quantization 4bit or a smaller model",
     "model.only_pickle": "{source}: only pickle weights ({file}), which can run code when "

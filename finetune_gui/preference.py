@@ -175,12 +175,10 @@ def examples_for_method(examples: list[Example], method: str, path: str,
             return kept
         return examples
     if method in ("dpo", "orpo") and pairs < len(examples):
-        raise FinetuneError(f"{path}: train.method {method} needs prompt/chosen/rejected rows; "
-                            f"{len(examples) - pairs} of {len(examples)} rows have no rejected "
-                            "answer (use method sft for them, or kto for labelled answers)")
+        raise FinetuneError(Message("pref.needs_pairs", path=path, method=method,
+                                    n=len(examples) - pairs, total=len(examples)))
     if method == "kto":
         if pairs + labelled < len(examples):
-            raise FinetuneError(f"{path}: train.method kto needs prompt/completion/label rows "
-                                "(or preference pairs)")
+            raise FinetuneError(Message("pref.kto_rows", path=path))
         return kto_rows_from_pairs(examples)
     return examples

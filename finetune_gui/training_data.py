@@ -16,6 +16,7 @@ from .batching import tokenize_examples, with_soft_columns, write_tokens
 from .config import RunConfig, parse_mix
 from .data import check_file, write_examples
 from .errors import FinetuneError
+from .messages import Message
 from .mixing import mix_counts, pick_rows
 from .preference import trainer_rows
 from .token_cache import CachedTokens, TokenCache, token_key
@@ -52,8 +53,7 @@ class TrainingData:
         if cfg.data.mix:
             train_ds = self._mixed(train_ds, spec, tokenizer)
         if len(train_ds) == 0:
-            raise FinetuneError(f"every example is longer than train.max_seq_len="
-                                f"{cfg.train.max_seq_len} before its answer starts: raise it")
+            raise FinetuneError(Message("train.all_too_long", most=cfg.train.max_seq_len))
         if truncated:
             self._log(f"{truncated} examples were longer than max_seq_len and were cut")
         if dropped:
@@ -99,12 +99,11 @@ class TrainingData:
             report = check_file(path)
             report.raise_if_bad()
             if report.format in ("preference", "kto"):
-                raise FinetuneError(f"data.mix: {path} holds {report.format} rows; a mixed "
-                                    "file must be instruction, chat or raw-text data")
+                raise FinetuneError(Message("train.mix_format", path=path, fmt=report.format))
             source, _, _ = self._write(report.examples, folder / "train.arrow", spec,
                                        tokenizer)
             if len(source) == 0:
-                raise FinetuneError(f"data.mix: {path} has no row that fits max_seq_len")
+                raise FinetuneError(Message("train.mix_too_long", path=path))
             return {"train": source}, {}
         return self._cached([path], dict(part="mix"), spec, tokenizer, build,
                             path).parts["train"]
@@ -148,19 +147,17 @@ class TrainingData:
         if cfg.train.packing:
             self._log("train.packing is for sft: preference pairs are batched as TRL does")
         if cfg.data.mix:
-            raise FinetuneError("data.mix is for sft: a preference run trains on data.path's "
-                                "pairs only")
+            raise FinetuneError(Message("train.mix_sft_only"))
         rows, too_long = trainer_rows(split.train, cfg.train.method, spec, tokenizer,
                                       cfg.train.max_seq_len)
         held, held_long = trainer_rows(split.validation, cfg.train.method, spec, tokenizer,
                                        cfg.train.max_seq_len)
         if too_long or held_long:
             where = too_long + held_long
-            raise FinetuneError(f"{cfg.data.path}: {len(where)} rows do not fit in "
-                                f"train.max_seq_len={cfg.train.max_seq_len} tokens with their "
-                                f"longer answer ({', '.join(where[:5])}"
-                                f"{', ...' if len(where) > 5 else ''}): raise max_seq_len or "
-                                "shorten them")
+            raise FinetuneError(Message("train.pairs_too_long", path=cfg.data.path, n=len(where),
+                                        most=cfg.train.max_seq_len,
+                                        rows=", ".join(where[:5]) + (", ..." if len(where) > 5
+                                                                      else "")))
         return rows, held
 
     def _replay(self, model, tokenizer, train) -> tuple[list, list]:

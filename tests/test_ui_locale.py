@@ -167,3 +167,22 @@ def test_a_custom_template_that_cannot_work_is_explained_in_chinese(custom, zh):
         TemplateSpec("custom", custom).check()
     assert str(caught.value).isascii()
     assert friendly(caught.value, "zh").startswith(zh)
+
+
+def test_edited_rows_and_document_folders_are_explained_in_chinese(tmp_path):
+    """The Data tab checks edited rows through a temporary file: its errors name the table."""
+    from finetune_gui.data import check_file
+    from finetune_gui.errors import DataError
+    from finetune_gui.ui.common import friendly
+    from finetune_gui.ui.data_view import check_rows
+    with pytest.raises(DataError) as caught:
+        check_rows([{"question": "a"}])
+    assert str(caught.value).startswith("table: cannot tell the format")
+    assert friendly(caught.value, "zh").startswith("表格：无法从字段（question）判断格式")
+    with pytest.raises(DataError) as caught:
+        check_rows([])
+    assert friendly(caught.value, "zh") == "表格是空的：请添加一行或加载数据文件"
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF")
+    with pytest.raises(DataError) as caught:
+        check_file(tmp_path)
+    assert friendly(caught.value, "zh").endswith("：文件夹里没有 .txt 或 .md 文件")

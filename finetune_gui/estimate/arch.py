@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..config import EMBEDDED_MODEL
 from ..errors import ConfigError, ModelLoadError
+from ..messages import Message
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "presets" / "architectures"
 ALIASES_FILE = "aliases.json"
@@ -119,26 +120,25 @@ def find_config(name_or_path: str) -> tuple[dict, str]:
     """The config dict for ``model.name_or_path`` and a description of where it came from."""
     text = (name_or_path or "").strip()
     if not text:
-        raise ModelLoadError("model.name_or_path is empty: choose a model")
+        raise ModelLoadError(Message("model.empty"))
     if text == EMBEDDED_MODEL:
         shipped = PRESET_DIR / f"{EMBEDDED_MODEL}.json"
         return _read_json(shipped), f"{EMBEDDED_MODEL} (shipped preset)"
     path = Path(text).expanduser()
     if text.lower().endswith(".gguf"):
         if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
+            raise ModelLoadError(Message("model.no_file", path=path))
         cfg = _gguf_config(str(path.resolve()), path.stat().st_mtime)
         return cfg, f"{path.name} (GGUF metadata)"
     if text.lower().endswith(".json"):
         if not path.is_file():
-            raise ModelLoadError(f"config file not found: {path}")
+            raise ModelLoadError(Message("model.no_config_file", path=path))
         return _read_json(path), str(path)
     if path.exists() or text.startswith((".", "/", "~")):
         if not path.is_dir():
-            raise ModelLoadError(f"model folder not found: {path}")
+            raise ModelLoadError(Message("model.no_folder", path=path))
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path}: no config.json in this folder — not a transformers "
-                                 "model")
+            raise ModelLoadError(Message("model.no_config", path=path))
         return _read_json(path / "config.json"), str(path / "config.json")
     stem = preset_name(text)
     stem = _aliases().get(text.lower(), stem)
@@ -149,12 +149,8 @@ def find_config(name_or_path: str) -> tuple[dict, str]:
     if cached is not None:
         return _read_json(cached), f"{text} (Hugging Face cache)"
     if text.count("/") != 1:
-        raise ModelLoadError(f"model not found: '{text}' is neither an existing path, a shipped "
-                             "architecture preset, nor a Hub id like 'org/name'")
-    raise ModelLoadError(
-        f"no architecture config for '{text}': it is not among the shipped presets "
-        f"(presets/architectures) and not in the local Hugging Face cache; download its "
-        f"config.json and set model.name_or_path to that file")
+        raise ModelLoadError(Message("model.not_found_estimate", name=text))
+    raise ModelLoadError(Message("model.no_architecture", name=text))
 
 
 def _hub_cache_config(hub_id: str) -> Path | None:
@@ -177,9 +173,10 @@ def _read_json(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{path}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        raise ConfigError(Message("file.line_json", path=path, where=f"line {exc.lineno}",
+                                  why=exc.msg, column=exc.colno)) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object (a transformers config)")
+        raise ConfigError(Message("model.config_not_object", path=path))
     return data
 
 
@@ -197,7 +194,7 @@ def _gguf_config(path: str, _mtime: float) -> dict:
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # gguf raises plain ValueError/struct errors on a bad file
-        raise ModelLoadError(f"{path}: cannot read GGUF metadata: {exc}") from None
+        raise ModelLoadError(Message("model.gguf_metadata", path=path, why=exc)) from None
 
     def get(key, default=None):
         fld = reader.fields.get(key)
@@ -205,8 +202,8 @@ def _gguf_config(path: str, _mtime: float) -> dict:
 
     arch = get("general.architecture")
     if arch not in _GGUF_MODEL_TYPES:
-        raise ModelLoadError(f"{path}: GGUF architecture '{arch}' is not supported by the "
-                             f"estimate (supported: {', '.join(_GGUF_MODEL_TYPES)})")
+        raise ModelLoadError(Message("model.gguf_arch", path=path, arch=arch,
+                                     supported=", ".join(_GGUF_MODEL_TYPES)))
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     vocab = get(f"{arch}.vocab_size") or (len(tokens.data) if tokens is not None else None)
     heads = get(f"{arch}.attention.head_count")
@@ -248,13 +245,13 @@ def arch_from_dict(cfg: dict, *, source: str = "config") -> Arch:
         cfg = cfg["text_config"]
     model_type = cfg.get("model_type")
     if not model_type:
-        raise ConfigError(f"{source}: no model_type in this config — not a transformers config")
+        raise ConfigError(Message("model.no_model_type", source=source))
 
     def need(*keys):
         for key in keys:
             if cfg.get(key) is not None:
                 return cfg[key]
-        raise ConfigError(f"{source}: the config lacks '{keys[0]}'")
+        raise ConfigError(Message("model.config_lacks", source=source, key=keys[0]))
 
     hidden = int(need("hidden_size", "n_embd", "d_model"))
     heads = int(need("num_attention_heads", "n_head"))

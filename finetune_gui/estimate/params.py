@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..messages import Message
 from .arch import Arch, Module
 
 
@@ -87,7 +88,7 @@ def count_parameters(arch: Arch, r: int, target_modules: list[str] | str, *, bia
         def is_target(key: str) -> bool:
             return key in wanted
     elif isinstance(target_modules, str):
-        raise ConfigError("lora.target_modules must be 'all-linear' or a list of module names")
+        raise ConfigError(Message("lora.targets_form"))
     else:
         targets = list(target_modules)
 
@@ -96,8 +97,7 @@ def count_parameters(arch: Arch, r: int, target_modules: list[str] | str, *, bia
 
     for key in _containers(modules):
         if is_target(key) and not is_excluded(key):
-            raise ConfigError(f"lora.target_modules: '{key}' is a block, not a linear layer; "
-                              "name its layers (e.g. q_proj, v_proj) instead")
+            raise ConfigError(Message("lora.target_block", name=key))
     adapted: list[Module] = []
     for m in modules:
         if not is_target(m.name) or is_excluded(m.name):
@@ -106,12 +106,11 @@ def count_parameters(arch: Arch, r: int, target_modules: list[str] | str, *, bia
         if lowest and (layer is None or int(layer.group(1)) < lowest):
             continue   # peft's layers_to_transform: only modules inside the chosen layers
         if m.kind == "other":
-            raise ConfigError(f"lora.target_modules: '{m.name}' is not a linear or embedding "
-                              "layer; LoRA cannot adapt it")
+            raise ConfigError(Message("lora.target_other", name=m.name))
         adapted.append(m)
     if not adapted:
-        raise ConfigError(f"lora.target_modules {target_modules!r} match no layer of this model "
-                          f"(its linear layers: {', '.join(_leaf_linears(modules))})")
+        raise ConfigError(Message("lora.no_targets_listed", targets=repr(target_modules),
+                                  linear=", ".join(_leaf_linears(modules))))
 
     tensors: list[TrainableTensor] = []
     for m in adapted:
@@ -127,7 +126,7 @@ def count_parameters(arch: Arch, r: int, target_modules: list[str] | str, *, bia
         # A block matched as a whole is copied whole; its children are not wrapped again.
         prefixes = [p for p in prefixes if not any(p.startswith(q + ".") for q in prefixes)]
         if not prefixes:
-            raise ConfigError(f"lora.modules_to_save {mts!r} match no module of this model")
+            raise ConfigError(Message("lora.no_modules_to_save", names=repr(mts)))
         for m in modules:
             if any(m.name == p or m.name.startswith(p + ".") for p in prefixes):
                 copied.append(m)

@@ -21,8 +21,8 @@ from ..data import DataReport, Example, check_file, save_rows
 from ..data_files import read_rows
 from ..documents import chunk_ids, is_document_source, read_documents
 from ..errors import DataError
-from ..messages import Message
 from ..hub_data import is_hub_id
+from ..messages import Message, reason_of
 from ..templates import IGNORE_INDEX, TemplateSpec, encode_example, example_spans
 from .locale import say, t
 
@@ -46,16 +46,19 @@ def load_rows(path: str | Path) -> list[dict]:
     if is_document_source(p):  # raw text: a row per document, saved as JSONL 'text' rows
         report = read_documents(p)
         if report.errors:
-            raise DataError(f"{path}: {report.errors[0]} — fix that file first "
-                            f"({len(report.errors)} unreadable file(s))")
+            first = report.errors[0]
+            raise DataError(Message("ui.edit_bad_document", path=path, where=first.where,
+                                    reason=first.reason, n=len(report.errors)))
         return [{"text": e.text, "source": e.where} for e in report.examples]
     rows, errors = read_rows(path)
     if errors:
-        raise DataError(f"{path} {errors[0]} — fix it in a text editor first "
-                        f"({len(errors)} unreadable line(s))")
-    bad = [where for where, row in rows if not isinstance(row, dict)]
+        raise DataError(Message("ui.edit_bad_line", path=path, where=errors[0].where,
+                                reason=errors[0].reason, n=len(errors)))
+    bad = [(where, row) for where, row in rows if not isinstance(row, dict)]
     if bad:
-        raise DataError(f"{path} {bad[0]}: expected an object with fields")
+        where, row = bad[0]
+        raise DataError(Message("data.bad_row", path=path, where=where,
+                                reason=Message("row.not_object", kind=type(row).__name__)))
     return [row for _, row in rows]
 
 
@@ -130,10 +133,18 @@ def new_row(rows: list[dict], fmt: str) -> dict:
     return {"instruction": "", "input": "", "output": ""}
 
 
+def _naming_the_table(said: str, path: str) -> str:
+    """A file check's sentence about the edited rows' temporary file, naming the table."""
+    if isinstance(said, Message):
+        return Message(said.key, **{k: Message("ui.the_table") if str(v) == path else v
+                                    for k, v in said.values.items()})
+    return said.replace(path, "table")
+
+
 def check_rows(rows: list[dict], fmt: str = "auto") -> DataReport:
     """The core's file check run on the rows being edited (row N = line N)."""
     if not rows:
-        raise DataError("the table is empty: add a row or load a data file")
+        raise DataError(Message("ui.table_empty"))
     with tempfile.TemporaryDirectory(prefix="finetune-gui-check-") as tmp:
         path = Path(tmp) / "rows.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
@@ -141,7 +152,7 @@ def check_rows(rows: list[dict], fmt: str = "auto") -> DataReport:
         try:
             report = check_file(path, fmt)
         except DataError as exc:  # name the table, not this temporary file
-            raise DataError(str(exc).replace(str(path), "table")) from None
+            raise DataError(_naming_the_table(reason_of(exc), str(path))) from None
     report.path = "table"
     return report
 

@@ -65,8 +65,8 @@ def structure_from_config(model_cfg: ModelConfig) -> Structure:
     try:
         return _meta_structure(source.location, model_cfg.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
-        raise FinetuneError(f"{source.description}: cannot read its architecture: "
-                            f"{str(exc).splitlines()[0][:200]}") from None
+        raise FinetuneError(Message("lora.no_architecture", source=source.description,
+                                    why=str(exc).splitlines()[0][:200])) from None
 
 
 def _targeted(structure: Structure, targets, last_layers: int = 0
@@ -89,8 +89,7 @@ def trainable_params(structure: Structure, lora: LoraConfig) -> int:
     """Exactly what ``peft.get_peft_model(...).get_nb_trainable_parameters()`` reports."""
     chosen = _targeted(structure, lora.target_modules, lora.last_layers)
     if not chosen:
-        raise FinetuneError(f"lora.target_modules {lora.target_modules!r} match no linear "
-                            "layer of this model")
+        raise FinetuneError(Message("lora.no_targets", targets=repr(lora.target_modules)))
     count = sum(lora.r * (i + o) + (o if lora.use_dora else 0) for _, i, o, _ in chosen)
     if lora.bias == "all":
         count += sum(n for _, n in structure.biases)
