@@ -419,8 +419,7 @@ def parse_mix(value: Any, where: str = "data.mix") -> list[tuple[str, float]]:
         value = [v for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or len(value) > 32 or not all(
             isinstance(v, str) and len(v) <= MAX_TEXT_CHARS for v in value):
-        raise ConfigError(f"{where} must be a list of PATH@SHARE entries (at most 32), got "
-                          f"{_shown(value)}")
+        raise ConfigError(Message("cfg.mix_list", where=where, got=_shown(value)))
     mix = []
     for entry in value:
         path, at, share_text = entry.strip().rpartition("@")
@@ -429,13 +428,11 @@ def parse_mix(value: Any, where: str = "data.mix") -> list[tuple[str, float]]:
         except ValueError:
             share = math.nan
         if not 0 < share < 1:
-            raise ConfigError(f"{where}: {_shown(entry)} is not PATH@SHARE with a share "
-                              "between 0 and 1 (e.g. presets/data/ai_basics_en.jsonl@0.2)")
+            raise ConfigError(Message("cfg.mix_entry", where=where, got=_shown(entry)))
         mix.append((path.strip(), share))
     if sum(share for _, share in mix) >= 1:
-        raise ConfigError(f"{where}: the shares add up to "
-                          f"{sum(share for _, share in mix):g}; they must leave some of the "
-                          "training sequences to data.path (a total below 1)")
+        raise ConfigError(Message("cfg.mix_total", where=where,
+                                  total=f"{sum(share for _, share in mix):g}"))
     return mix
 
 
@@ -447,7 +444,8 @@ def _shown(value: Any, limit: int = 80) -> str:
 
 def _coerce_targets(where: str, value: Any) -> list[str] | str:
     if len(value if isinstance(value, (str, list)) else ()) > MAX_TEXT_CHARS:
-        raise ConfigError(f"{where} is too long ({len(value):,}); at most {MAX_TEXT_CHARS:,}")
+        raise ConfigError(Message("cfg.text_long", where=where, n=f"{len(value):,}",
+                                  most=f"{MAX_TEXT_CHARS:,}"))
     if isinstance(value, str):
         text = value.strip()
         if text == "all-linear":
@@ -455,21 +453,20 @@ def _coerce_targets(where: str, value: Any) -> list[str] | str:
         value = [v.strip() for v in text.split(",") if v.strip()]
     if not isinstance(value, list) or not value or not all(
             isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{where} must be 'all-linear' or a non-empty list of module "
-                          f"names, got {_shown(value)}")
+        raise ConfigError(Message("cfg.targets", where=where, got=_shown(value)))
     return [v.strip() for v in value]
 
 
 def read_yaml(path: Path) -> Any:
     """Read a YAML file safely: size-capped, no Python objects, one document."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(Message("cfg.file_not_found", path=path))
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: config file is larger than {MAX_CONFIG_BYTES // 1000} kB")
+        raise ConfigError(Message("cfg.file_large", path=path, kb=MAX_CONFIG_BYTES // 1000))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(Message("file.not_utf8", path=path)) from None
     return parse_yaml(text, str(path))
 
 
@@ -479,15 +476,17 @@ def parse_yaml(text: str, source: str) -> Any:
         try:
             node = loader.get_single_node()
             if node is not None and _count_nodes(node) > 10_000:
-                raise ConfigError(f"{source}: YAML is too deeply aliased or too large")
+                raise ConfigError(Message("cfg.yaml_large", source=source))
             return loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}:{line}: invalid YAML: {problem}") from None
+        if mark:
+            raise ConfigError(Message("cfg.yaml_line", source=source, where=f"line {mark.line + 1}",
+                                      why=problem)) from None
+        raise ConfigError(Message("cfg.yaml", source=source, why=problem)) from None
 
 
 def _count_nodes(node: yaml.Node, limit: int = 10_001) -> int:

@@ -9,6 +9,7 @@ import torch
 
 from .errors import FinetuneError
 from .models import text_config
+from .messages import Message
 
 
 def check_sequence_length(max_seq_len: int, model_config) -> None:
@@ -16,8 +17,7 @@ def check_sequence_length(max_seq_len: int, model_config) -> None:
     text_cfg = text_config(model_config)
     limit = getattr(text_cfg, "max_position_embeddings", None)
     if isinstance(limit, int) and 0 < limit < max_seq_len:
-        raise FinetuneError(f"train.max_seq_len={max_seq_len} is above this model's maximum of "
-                            f"{limit} tokens (max_position_embeddings): set it to {limit} or less")
+        raise FinetuneError(Message("train.seq_len_above_model", asked=max_seq_len, most=limit))
 
 
 def weights_finite(model) -> bool:

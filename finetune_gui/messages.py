@@ -46,6 +46,26 @@ ENGLISH: dict[str, str] = {
     "cfg.choice": "{where} must be one of {choices}; got {got}",
     "cfg.min": "{where} must be {op} {limit}, got {got}",
     "cfg.max": "{where} must be <= {limit}, got {got}",
+    "cfg.mix_list": "{where} must be a list of PATH@SHARE entries (at most 32), got {got}",
+    "cfg.mix_entry": "{where}: {got} is not PATH@SHARE with a share between 0 and 1 (e.g. "
+                     "presets/data/ai_basics_en.jsonl@0.2)",
+    "cfg.mix_total": "{where}: the shares add up to {total}; they must leave some of the "
+                     "training sequences to data.path (a total below 1)",
+    "cfg.targets": "{where} must be 'all-linear' or a non-empty list of module names, got {got}",
+    # a preset or config file, and saved settings (config.load_yaml, ui.settings_store)
+    "cfg.file_not_found": "{path}: config file not found",
+    "cfg.file_large": "{path}: config file is larger than {kb} kB",
+    "cfg.yaml_large": "{source}: YAML is too deeply aliased or too large",
+    "cfg.yaml_line": "{source}: {where}: invalid YAML: {why}",
+    "cfg.yaml": "{source}: invalid YAML: {why}",
+    "settings.unreadable": "{source}: cannot be read ({why})",
+    "settings.preset_lang": "{source}: 'preset' and 'lang' must be text",
+    "settings.recent": "{source}: 'recent' must map {keys} to lists of paths or names",
+    # run folders (runs.find_run) and the API started from the Export tab (ui.api_service)
+    "run.not_found": "{path}: run folder not found",
+    "run.not_finished": "{path}: not a finished run (no adapter/ with run.yaml in it)",
+    "api.port": "the API port must be 1024-65535; got {got}",
+    "api.busy": "the API already serves {source}: stop it first",
     # a preset's or saved settings' shape (config.RunConfig.from_dict / set)
     "cfg.not_sections": "{source}: expected a mapping of sections, got {kind}",
     "cfg.unknown_section": "{source}: unknown section '{section}' (known: {known})",
@@ -120,6 +140,9 @@ ENGLISH: dict[str, str] = {
     "data.no_usable_rows": "{path}: no usable rows to train on",
     "data.csv_columns": "{path}: CSV has columns {columns}; needs {missing} (alpaca format)",
     # training (training.TrainingJob) and its adapter (lora)
+    "train.seq_len_above_model": "train.max_seq_len={asked} is above this model's maximum of "
+                                 "{most} tokens (max_position_embeddings): set it to {most} or "
+                                 "less",
     "train.busy": "a training job is already running: stop it or wait for it",
     "train.patience_no_split": "train.early_stopping_patience needs held-out rows to measure: "
                                "set data.val_split (e.g. 0.1) or data.val_path",
@@ -208,6 +231,7 @@ ENGLISH: dict[str, str] = {
     "ui.too_big_to_edit": "{path} is {mb} MB: too big to edit in the page (at most {most} MB). "
                           "It stays data.path, so training reads it as it is; to edit it, "
                           "split it or use an editor",
+    "ui.no_rows": "no rows loaded: load a data file first (or add a row)",
     "ui.table_empty": "the table is empty: add a row or load a data file",
     "ui.the_table": "table",
     "ui.edit_bad_document": "{path}: {where}: {reason} — fix that file first ({n} unreadable "

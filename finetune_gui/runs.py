@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import RunConfig, atomic_write_text
 from .errors import FinetuneError
+from .messages import Message
 
 RUN_CONFIG = "run.yaml"
 STATE_FILE = "state.json"
@@ -165,8 +166,8 @@ def find_run(path: str | Path) -> tuple[RunPaths, RunConfig]:
             if cfg_file.is_file() and (root / ADAPTER).is_dir():
                 return RunPaths(root), RunConfig.load(cfg_file)
     if not p.exists():
-        raise FinetuneError(f"{p}: run folder not found")
-    raise FinetuneError(f"{p}: not a finished run (no adapter/ with run.yaml in it)")
+        raise FinetuneError(Message("run.not_found", path=p))
+    raise FinetuneError(Message("run.not_finished", path=p))
 
 
 def list_runs(parent: str | Path = "runs") -> list[Path]:

@@ -71,7 +71,7 @@ def test_only_changes_are_written(tmp_path):
     ("settings: [", "invalid YAML"),
     ("settings:\n  lora:\n    r: -3\n", "lora.r"),
     ("settings:\n  nosuch:\n    x: 1\n", "unknown section"),
-    ("- a list\n", "not a mapping"),
+    ("- a list\n", "expected a mapping of sections, got list"),
     ("preset: [1]\n", "must be text"),
     ('a: &a ["x","x","x","x","x","x","x","x","x","x"]\n' + "".join(
         f"{n}: &{n} [{','.join(['*' + p] * 10)}]\n" for p, n in zip("abcd", "bcde")),

@@ -16,6 +16,7 @@ from ..errors import FinetuneError
 from ..serving.http import BackgroundServer
 from ..serving.server import ModelServer, client_snippet, load_engine
 from .jobs import NotYourJob, owner_key
+from ..messages import Message
 
 
 @dataclass
@@ -36,10 +37,10 @@ class ApiService:
 
     def start(self, run_root: Path, port: int, visitor: str, label: str) -> ApiStatus:
         if not isinstance(port, (int, float)) or not 1024 <= int(port) <= 65535:
-            raise FinetuneError(f"the API port must be 1024-65535; got {port!r}")
+            raise FinetuneError(Message("api.port", got=repr(port)))
         with self._lock:
             if self._background is not None and self._background.running:
-                raise FinetuneError(f"the API already serves {self._source}: stop it first")
+                raise FinetuneError(Message("api.busy", source=self._source))
             engine, name = load_engine(run_root)
             key = "sk-" + secrets.token_urlsafe(24)
             self._background = BackgroundServer(ModelServer(engine, name, api_key=key),

@@ -275,7 +275,7 @@ def NUMBER_MISSING(frame: pd.DataFrame) -> bool:
 
 def _need_rows(st: UserState) -> None:
     if not st.rows:
-        raise DataError("no rows loaded: load a data file first (or add a row)")
+        raise DataError(Message("ui.no_rows"))
 
 
 def _text(value) -> str:

@@ -22,6 +22,7 @@ import yaml
 from ..config import MAX_CONFIG_BYTES, RunConfig, atomic_write_text, parse_yaml
 from ..errors import ConfigError
 from .presets import sparse_dict
+from ..messages import Message
 
 log = logging.getLogger("finetune_gui.settings")
 
@@ -79,15 +80,15 @@ class SettingsStore:
         where = "saved settings"
         try:
             if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES // 1000} kB")
+                raise ConfigError(Message("cfg.file_large", path=where, kb=MAX_CONFIG_BYTES // 1000))
             data = parse_yaml(path.read_text(encoding="utf-8"), where)
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: cannot be read ({exc})") from None
+            raise ConfigError(Message("settings.unreadable", source=where, why=exc)) from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{where}: not a mapping")
+            raise ConfigError(Message("cfg.not_sections", source=where, kind=type(data).__name__))
         preset, lang = data.get("preset", ""), data.get("lang", "")
         if not isinstance(preset, str) or not isinstance(lang, str):
-            raise ConfigError(f"{where}: 'preset' and 'lang' must be text")
+            raise ConfigError(Message("settings.preset_lang", source=where))
         return SavedSettings(RunConfig.from_dict(data.get("settings"), source=where),
                              preset[:300], lang[:10], _recent(data.get("recent"), where))
 
@@ -105,8 +106,7 @@ def _recent(value, where: str) -> dict[str, list[str]]:
             key in RECENT_KEYS and isinstance(items, list) and
             all(isinstance(item, str) and 0 < len(item) <= 1000 for item in items)
             for key, items in value.items()):
-        raise ConfigError(f"{where}: 'recent' must map {', '.join(RECENT_KEYS)} to lists of "
-                          "paths or names")
+        raise ConfigError(Message("settings.recent", source=where, keys=", ".join(RECENT_KEYS)))
     return {key: items[:RECENT_KEEP] for key, items in value.items()}
 
 
