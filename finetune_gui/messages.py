@@ -261,6 +261,48 @@ ENGLISH: dict[str, str] = {
                        "(supported: {supported})",
     "model.no_model_type": "{source}: no model_type in this config — not a transformers config",
     "model.config_lacks": "{source}: the config lacks '{key}'",
+    "model.no_gguf": "no .gguf file inside {path}",
+    "model.gguf_unloadable": "{path}: cannot load this GGUF file: {why}",
+    "model.gguf_incomplete": "{path}: the file lacks {n} of the model's weights (e.g. "
+                             "{example}): it is incomplete or not a {kind} model",
+    "model.damaged": "{source}: a .safetensors weight file is damaged or incomplete ({why}): "
+                     "download or copy it again",
+    "model.no_download": "cannot download '{name}' from the Hugging Face Hub (no network, or "
+                         "the id is wrong): download it elsewhere and give its local folder",
+    "model.no_safetensors": "{source}: no .safetensors weights found. Weights in .bin/.pt can "
+                            "run code when loaded; set model.allow_pickle=true only if you "
+                            "trust them",
+    "model.other": "{source}: {why}",
+    # exporting a run (export) and pushing it to the Hub (export.hub)
+    "export.dest_exists": "{path}: exists and is not an empty folder; choose a new name",
+    "export.file_exists": "{path}: file exists; choose a new name",
+    "export.adapter_unreadable": "{path}: cannot read the adapter: {why}",
+    "export.lora_dora": "a DoRA adapter cannot be a llama.cpp LoRA (llama.cpp has no DoRA "
+                        "magnitudes): export the merged model as GGUF instead",
+    "export.lora_modules": "this adapter also trains whole modules ({name}): export the merged "
+                           "model as GGUF instead",
+    "export.lora_family": "a llama.cpp LoRA is written here for Llama-family bases only, not "
+                          "'{kind}'",
+    "export.lora_empty": "the adapter holds no LoRA matrices",
+    "export.dequantise": "cannot dequantise the {quant} base for merging: {why}",
+    "export.merged_write": "{path}: cannot write the merged model: {why}",
+    "export.gguf_suffix": "{path}: the GGUF file name must end in .gguf",
+    "export.gguf_write": "{path}: cannot write the GGUF file: {why}",
+    "export.no_quantizer": "GGUF type {kind} is made by llama.cpp's quantizer, which is not "
+                           "installed here: {install}",
+    "export.quantize_failed": "llama.cpp could not quantise {name} to {kind} (code {code})",
+    "export.no_llama_cpp": "llama.cpp is not installed here: {install}",
+    "hub.no_token": "no Hugging Face token: set the {env} environment variable to a token with "
+                    "write access (huggingface.co/settings/tokens)",
+    "hub.nothing": "{path}: nothing to upload (export the model first)",
+    "hub.missing": "{path}: {names} not found; nothing uploaded",
+    "hub.repo": "Hub repository must look like 'user/name', got {got}",
+    "hub.offline": "cannot push to the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1); "
+                   "unset it on a machine with network access",
+    "hub.refused": "the Hub refused the upload to {repo} (HTTP {status}): check that {env} has "
+                   "write access",
+    "hub.push_failed": "cannot push to {repo}: {why}",
+    "hub.unreachable": "cannot reach the Hugging Face Hub (no network?): {why}",
     "model.no_cuda": "model.device is 'cuda' but no CUDA GPU is available",
     "model.gpu_oom": "out of GPU memory while loading: try quantization 4bit or a smaller model",
     "model.only_pickle": "{source}: only pickle weights ({file}), which can run code when "

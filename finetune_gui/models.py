@@ -46,7 +46,7 @@ def embedded_gguf_path() -> Path:
     folder = Path(list(spec.submodule_search_locations)[0])
     found = sorted(folder.glob("*.gguf"))
     if not found:
-        raise ModelLoadError(f"no .gguf file inside {folder}")
+        raise ModelLoadError(Message("model.no_gguf", path=folder))
     return found[0]
 
 
@@ -85,12 +85,13 @@ def convert_gguf(gguf: Path) -> Path:
             model, info = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, output_loading_info=True)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(f"{gguf}: cannot load this GGUF file: {_gguf_reason(exc)}") from None
+            raise ModelLoadError(Message("model.gguf_unloadable", path=gguf,
+                                         why=_gguf_reason(exc))) from None
         missing = [k for k in info.get("missing_keys", ()) if "lm_head" not in k]
         if missing:  # transformers would fill them with random numbers: refuse instead
-            raise ModelLoadError(f"{gguf}: the file lacks {len(missing)} of the model's weights "
-                                 f"(e.g. {sorted(missing)[0]}): it is incomplete or not a "
-                                 f"{model.config.model_type} model")
+            raise ModelLoadError(Message("model.gguf_incomplete", path=gguf, n=len(missing),
+                                         example=sorted(missing)[0],
+                                         kind=model.config.model_type))
         # The GGUF quantizer only knows how to read; drop it so that the model saves plainly.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -225,8 +226,8 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True, plan=None):
     except torch.cuda.OutOfMemoryError:
         raise ModelLoadError(Message("model.gpu_oom")) from None
     except SafetensorError as exc:
-        raise ModelLoadError(f"{source.description}: a .safetensors weight file is damaged or "
-                             f"incomplete ({_first_line(exc)}): download or copy it again") from None
+        raise ModelLoadError(Message("model.damaged", source=source.description,
+                                     why=_first_line(exc))) from None
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         raise ModelLoadError(_explain(source, exc)) from None
     if plan.dequantise_4bit:
@@ -325,12 +326,10 @@ def _explain(source: ResolvedSource, exc: BaseException) -> str:
     if not source.is_local and ("connect" in text.lower() or "offline" in text.lower()
                                 or "resolve" in text.lower() or "couldn't" in text.lower()
                                 or "not found" in text.lower() or "does not appear" in text):
-        return (f"cannot download '{source.location}' from the Hugging Face Hub (no network, "
-                "or the id is wrong): download it elsewhere and give its local folder")
+        return Message("model.no_download", name=source.location)
     if "use_safetensors" in text or "safetensors" in text.lower() and "pickle" not in text:
-        return (f"{source.description}: no .safetensors weights found. Weights in .bin/.pt "
-                "can run code when loaded; set model.allow_pickle=true only if you trust them")
-    return f"{source.description}: {text}"
+        return Message("model.no_safetensors", source=source.description)
+    return Message("model.other", source=source.description, why=text)
 
 
 @dataclass

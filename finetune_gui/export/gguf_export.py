@@ -17,6 +17,7 @@ import numpy as np
 from .. import models, runs
 from ..config import EMBEDDED_MODEL, RunConfig
 from ..errors import FinetuneError
+from ..messages import Message
 from ..templates import TemplateSpec
 from .chat_templates import modelfile_text
 from .gguf_arch import (SUPPORTED_TYPES, add_hyperparameters, arch_spec, check_rope,
@@ -36,9 +37,9 @@ def check_gguf_target(out_path: str | Path, gguf_type: str = "f16") -> Path:
     check_quantizer(gguf_type)
     out = Path(out_path)
     if out.suffix.lower() != ".gguf":
-        raise FinetuneError(f"{out}: the GGUF file name must end in .gguf")
+        raise FinetuneError(Message("export.gguf_suffix", path=out))
     if out.exists():
-        raise FinetuneError(f"{out}: file exists; choose a new name")
+        raise FinetuneError(Message("export.file_exists", path=out))
     return out
 
 
@@ -185,7 +186,7 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
     except OSError as exc:
         writer.close()
         tmp.unlink(missing_ok=True)
-        raise FinetuneError(f"{out}: cannot write the GGUF file: {exc}") from None
+        raise FinetuneError(Message("export.gguf_write", path=out, why=exc)) from None
     finally:
         if written != tmp:
             written.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import runs
 from ..errors import FinetuneError
+from ..messages import Message
 from ..templates import TemplateSpec
 from .chat_templates import modelfile_text
 from .gguf_arch import rotary_rows
@@ -32,7 +33,7 @@ BASE_FILE, ADAPTER_FILE = "base.gguf", "adapter.gguf"
 def check_lora_target(out_dir: str | Path) -> Path:
     dest = Path(out_dir)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise FinetuneError(f"{dest}: exists and is not an empty folder; choose a new name")
+        raise FinetuneError(Message("export.dest_exists", path=dest))
     return dest
 
 
@@ -43,15 +44,13 @@ def _adapter(run_root: Path) -> tuple[dict, dict]:
         config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
         weights = load_file(str(folder / "adapter_model.safetensors"))
     except (OSError, ValueError) as exc:
-        raise FinetuneError(f"{folder}: cannot read the adapter: {exc}") from None
+        raise FinetuneError(Message("export.adapter_unreadable", path=folder, why=exc)) from None
     if config.get("use_dora"):
-        raise FinetuneError("a DoRA adapter cannot be a llama.cpp LoRA (llama.cpp has no DoRA "
-                            "magnitudes): export the merged model as GGUF instead")
+        raise FinetuneError(Message("export.lora_dora"))
     extra = [k for k in weights if ".lora_A." not in k and ".lora_B." not in k]
     if extra or config.get("modules_to_save"):
-        raise FinetuneError("this adapter also trains whole modules "
-                            f"({(extra or config['modules_to_save'])[0]}): export the merged "
-                            "model as GGUF instead")
+        raise FinetuneError(Message("export.lora_modules",
+                                    name=(extra or config["modules_to_save"])[0]))
     return config, weights
 
 
@@ -60,8 +59,7 @@ def write_lora_tensors(run_root: Path, out: Path, model_config) -> dict:
     import gguf
     config, weights = _adapter(run_root)
     if model_config.model_type not in ("llama", "mistral"):
-        raise FinetuneError(f"a llama.cpp LoRA is written here for Llama-family bases only, "
-                            f"not '{model_config.model_type}'")
+        raise FinetuneError(Message("export.lora_family", kind=model_config.model_type))
     r, alpha = int(config["r"]), float(config["lora_alpha"])
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     n_head = model_config.num_attention_heads
@@ -88,7 +86,7 @@ def write_lora_tensors(run_root: Path, out: Path, model_config) -> dict:
         writer.add_tensor(target + ".lora_b", np.ascontiguousarray(b))
         pairs += 1
     if not pairs:
-        raise FinetuneError("the adapter holds no LoRA matrices")
+        raise FinetuneError(Message("export.lora_empty"))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

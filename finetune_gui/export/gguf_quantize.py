@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import FinetuneError
+from ..messages import Message
 
 K_QUANTS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M"}
 INSTALL = "pip install llama-cpp-python (builds llama.cpp with the system's C++ compiler)"
@@ -33,8 +34,7 @@ def _llama_cpp():
 def check_quantizer(kind: str) -> None:
     """Refuse a k-quant when llama.cpp's quantizer is not installed (before any merge)."""
     if kind in K_QUANTS and _llama_cpp() is None:
-        raise FinetuneError(f"GGUF type {kind} is made by llama.cpp's quantizer, which is not "
-                            f"installed here: {INSTALL}")
+        raise FinetuneError(Message("export.no_quantizer", kind=kind, install=INSTALL))
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -54,7 +54,8 @@ def quantize_gguf(source: Path, dest: Path, kind: str) -> dict:
     code = lib.llama_model_quantize(str(source).encode(), str(dest).encode(),
                                     ctypes.byref(params))
     if code != 0 or not dest.is_file():
-        raise FinetuneError(f"llama.cpp could not quantise {source.name} to {kind} (code {code})")
+        raise FinetuneError(Message("export.quantize_failed", name=source.name, kind=kind,
+                                    code=code))
     return tensor_types(dest)
 
 
@@ -73,7 +74,7 @@ def open_in_llama_cpp(path: Path, **kwargs):
     files llama.cpp's own quantizer wrote. The numbers are the same; only the layout differs."""
     lib = _llama_cpp()
     if lib is None:
-        raise FinetuneError(f"llama.cpp is not installed here: {INSTALL}")
+        raise FinetuneError(Message("export.no_llama_cpp", install=INSTALL))
     import sys
     binding = sys.modules["llama_cpp.llama_cpp"]
     defaults = binding.llama_model_default_params

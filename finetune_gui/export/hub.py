@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import FinetuneError
+from ..messages import Message
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -14,8 +15,7 @@ def require_token(token: str | None = None) -> str:
     """The Hub token (argument or HF_TOKEN), or a clear error before any work is done."""
     token = (token or os.environ.get(TOKEN_ENV, "")).strip()
     if not token:
-        raise FinetuneError(f"no Hugging Face token: set the {TOKEN_ENV} environment variable "
-                            "to a token with write access (huggingface.co/settings/tokens)")
+        raise FinetuneError(Message("hub.no_token", env=TOKEN_ENV))
     return token
 
 
@@ -31,12 +31,12 @@ def push_to_hub(folder: str | Path, repo_id: str, *, files: list[str] | None = N
     """
     path = Path(folder)
     if not path.is_dir() or not any(path.iterdir()):
-        raise FinetuneError(f"{path}: nothing to upload (export the model first)")
+        raise FinetuneError(Message("hub.nothing", path=path))
     missing = [name for name in files or [] if not (path / name).is_file()]
     if missing:
-        raise FinetuneError(f"{path}: {', '.join(missing)} not found; nothing uploaded")
+        raise FinetuneError(Message("hub.missing", path=path, names=", ".join(missing)))
     if not repo_id or repo_id.count("/") != 1 or any(not part for part in repo_id.split("/")):
-        raise FinetuneError(f"Hub repository must look like 'user/name', got {repo_id!r}")
+        raise FinetuneError(Message("hub.repo", got=repr(repo_id)))
     token = require_token(token)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -46,21 +46,21 @@ def push_to_hub(folder: str | Path, repo_id: str, *, files: list[str] | None = N
         api.upload_folder(repo_id=repo_id, folder_path=str(path), commit_message=commit_message,
                           allow_patterns=list(files) if files else None)
     except OfflineModeIsEnabled:
-        raise FinetuneError("cannot push to the Hugging Face Hub: offline mode is on "
-                            "(HF_HUB_OFFLINE=1); unset it on a machine with network access") from None
+        raise FinetuneError(Message("hub.offline")) from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):
-            raise FinetuneError(f"the Hub refused the upload to {repo_id} (HTTP {status}): "
-                                f"check that {TOKEN_ENV} has write access") from None
-        raise FinetuneError(f"cannot push to {repo_id}: {str(exc).splitlines()[0][:200]}") from None
+            raise FinetuneError(Message("hub.refused", repo=repo_id, status=status,
+                                        env=TOKEN_ENV)) from None
+        raise FinetuneError(Message("hub.push_failed", repo=repo_id,
+                                    why=str(exc).splitlines()[0][:200])) from None
     except (OSError, ConnectionError) as exc:
-        raise FinetuneError("cannot reach the Hugging Face Hub (no network?): "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
-                            ) from None
+        raise FinetuneError(Message("hub.unreachable", why=str(exc).splitlines()[0][:200]
+                                    if str(exc) else type(exc).__name__)) from None
     except Exception as exc:  # httpx/requests transport errors differ between versions
         name = type(exc).__name__
         if "Connect" in name or "Timeout" in name or "Network" in name or "Transport" in name:
-            raise FinetuneError(f"cannot reach the Hugging Face Hub (no network?): {name}") from None
-        raise FinetuneError(f"cannot push to {repo_id}: {name}: {str(exc)[:200]}") from None
+            raise FinetuneError(Message("hub.unreachable", why=name)) from None
+        raise FinetuneError(Message("hub.push_failed", repo=repo_id,
+                                    why=f"{name}: {str(exc)[:200]}")) from None
     return str(url)

@@ -25,6 +25,7 @@ from .. import models, runs
 from ..config import RunConfig
 from ..errors import FinetuneError
 from ..generation import sampling_kwargs
+from ..messages import Message
 from ..plan import Machine, resolve_plan
 from ..templates import TemplateSpec, stop_token_ids
 from .chat_templates import run_chat_template
@@ -149,8 +150,8 @@ def load_merged(run_dir: str | Path, *, dtype: str = "auto",
         except TypeError:  # older signature without dtype
             model = model.dequantize()
         except (ValueError, RuntimeError, NotImplementedError) as exc:
-            raise FinetuneError(f"cannot dequantise the {quant} base for merging: "
-                                f"{str(exc).splitlines()[0][:200]}") from None
+            raise FinetuneError(Message("export.dequantise", quant=quant,
+                                        why=str(exc).splitlines()[0][:200])) from None
     if quant != "none":  # here, or once at load where the execution plan said so
         notes.append(f"the {quant} base was dequantised to "
                      f"{str(target).replace('torch.', '')} before merging")
@@ -193,7 +194,7 @@ def check_merged_target(out_dir: str | Path) -> Path:
     """Refuse a target that holds something: an export never overwrites."""
     dest = Path(out_dir)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise FinetuneError(f"{dest}: exists and is not an empty folder; choose a new name")
+        raise FinetuneError(Message("export.dest_exists", path=dest))
     return dest
 
 
@@ -214,7 +215,7 @@ def save_merged(merged: Merged, out_dir: str | Path, *, max_shard_size: str | in
         os.replace(tmp, dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FinetuneError(f"{dest}: cannot write the merged model: {exc}") from None
+        raise FinetuneError(Message("export.merged_write", path=dest, why=exc)) from None
     step(1.0, "done")
     files = sorted(p for p in dest.iterdir() if p.is_file())
     shards = [p for p in files if p.suffix == ".safetensors"]
