@@ -8,8 +8,8 @@ import re
 import torch
 
 from .errors import FinetuneError
-from .models import text_config
 from .messages import Message
+from .models import text_config
 
 
 def check_sequence_length(max_seq_len: int, model_config) -> None:
@@ -41,15 +41,13 @@ def is_disk_full(exc: BaseException) -> bool:
     return "No space left on device" in text or "os error 28" in text or "Disk quota" in text
 
 
-def out_of_memory_message(exc: BaseException) -> str:
+def out_of_memory_message(exc: BaseException) -> Message:
     text = str(exc)
     gpu = isinstance(exc, torch.OutOfMemoryError) or "cuda" in text.lower()
-    where = "GPU memory" if gpu else "RAM"
     size = re.search(r"(?i)tried to allocate (\d+(?:\.\d+)? ?[KMGT]iB|\d+)", text)
     amount = size.group(1) if size else ""
     if amount.isdigit():
         amount = f"{int(amount) / 2**20:,.0f} MiB"
-    return (f"out of {where}" + (f" (could not allocate {amount} more)" if amount else "")
-            + ". Try a smaller train.batch_size (raise grad_accum to keep the effective batch), "
-            "a shorter train.max_seq_len, train.gradient_checkpointing=true, or "
-            "model.quantization=4bit")
+    kind = "gpu" if gpu else "ram"
+    return (Message(f"train.oom_{kind}_amount", amount=amount) if amount
+            else Message(f"train.oom_{kind}"))

@@ -143,6 +143,16 @@ ENGLISH: dict[str, str] = {
     "train.seq_len_above_model": "train.max_seq_len={asked} is above this model's maximum of "
                                  "{most} tokens (max_position_embeddings): set it to {most} or "
                                  "less",
+    "train.oom_ram": "out of RAM. Try a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter train.max_seq_len, train.gradient_checkpointing=true, or model.quantization=4bit",
+    "train.oom_gpu": "out of GPU memory. Try a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter train.max_seq_len, train.gradient_checkpointing=true, or model.quantization=4bit",
+    "train.oom_ram_amount": "out of RAM (could not allocate {amount} more). Try a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter train.max_seq_len, train.gradient_checkpointing=true, or model.quantization=4bit",
+    "train.oom_gpu_amount": "out of GPU memory (could not allocate {amount} more). Try a smaller train.batch_size (raise grad_accum to keep the effective batch), a shorter train.max_seq_len, train.gradient_checkpointing=true, or model.quantization=4bit",
+    "train.disk_full": "disk full while writing to {path}: no checkpoint was completed (or "
+                       "choose a train.output_dir on a disk with more room)",
+    "train.disk_full_kept": "disk full while writing to {path}: the last complete checkpoint "
+                            "({checkpoint}) is intact: free some space, then resume (or choose "
+                            "a train.output_dir on a disk with more room)",
+    "train.failed": "training failed: {why}",
     "train.busy": "a training job is already running: stop it or wait for it",
     "train.patience_no_split": "train.early_stopping_patience needs held-out rows to measure: "
                                "set data.val_split (e.g. 0.1) or data.val_path",

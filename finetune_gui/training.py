@@ -26,7 +26,7 @@ from .config import RunConfig
 from .data import write_examples
 from .data_stream import load_split
 from .errors import FinetuneError
-from .messages import Message
+from .messages import Message, reason_of
 from .evaluation.runner import HELDOUT_FILE
 from .batching import PackingCollator, PadCollator, token_count
 from .faults import (check_sequence_length, is_disk_full, is_out_of_memory,
@@ -124,7 +124,7 @@ class TrainingJob:
             self._pin_device(background)
             self._recipe()
         except FinetuneError as exc:
-            self._fail(str(exc))
+            self._fail(reason_of(exc))
         except (torch.OutOfMemoryError, MemoryError) as exc:
             self._fail(out_of_memory_message(exc))
         except Exception as exc:  # the thread must never die silently: report anything
@@ -133,9 +133,10 @@ class TrainingJob:
             elif is_disk_full(exc):
                 self._fail(self._disk_full_message(), exc)
             elif isinstance(exc, RuntimeError):
-                self._fail(f"training failed: {str(exc).splitlines()[0][:300]}", exc)
+                self._fail(Message("train.failed", why=str(exc).splitlines()[0][:300]), exc)
             else:
-                self._fail(f"training failed: {type(exc).__name__}: {str(exc)[:300]}", exc)
+                self._fail(Message("train.failed", why=f"{type(exc).__name__}: {str(exc)[:300]}"),
+                           exc)
         finally:
             self._cleanup()
             _ACTIVE.release()
@@ -177,12 +178,11 @@ class TrainingJob:
         except OSError as exc:  # e.g. the disk is full: the job's own state still says why
             self._log(f"could not write {runs.STATE_FILE}: {exc}"[:300])
 
-    def _disk_full_message(self) -> str:
+    def _disk_full_message(self) -> Message:
         last = self.paths.latest_checkpoint()
-        kept = (f"the last complete checkpoint ({last.name}) is intact: free some space, then "
-                "resume" if last else "no checkpoint was completed")
-        return (f"disk full while writing to {self.paths.root}: {kept} (or choose a "
-                "train.output_dir on a disk with more room)")
+        if last:
+            return Message("train.disk_full_kept", path=self.paths.root, checkpoint=last.name)
+        return Message("train.disk_full", path=self.paths.root)
 
     def setup(self):
         """Load data and model, attach LoRA, build the Trainer (the recipe's first step;

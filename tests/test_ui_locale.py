@@ -186,3 +186,14 @@ def test_edited_rows_and_document_folders_are_explained_in_chinese(tmp_path):
     with pytest.raises(DataError) as caught:
         check_file(tmp_path)
     assert friendly(caught.value, "zh").endswith("：文件夹里没有 .txt 或 .md 文件")
+
+
+def test_a_training_failure_is_explained_in_chinese():
+    """The Train tab says a failed job's reason in the page's language (the job keeps its key)."""
+    import torch
+    from finetune_gui.faults import out_of_memory_message
+    from finetune_gui.ui.locale import say
+    oom = out_of_memory_message(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert oom.startswith("out of GPU memory (could not allocate 2.00 GiB more). Try a smaller")
+    assert say(oom, "zh").startswith("GPU 显存不足（无法再分配 2.00 GiB）。请减小 train.batch_size")
+    assert say(out_of_memory_message(MemoryError()), "zh").startswith("内存不足。请减小")

@@ -152,7 +152,7 @@ def build(ui: Ui, state: gr.State, registry: JobRegistry) -> SimpleNamespace:
             registry.note_finished(s.output_dir)
         if s.status != st.drawn_status:
             if s.status == "failed" and st.drawn_status:
-                gr.Warning(s.message)
+                gr.Warning(say(s.message, st.lang))
             st.drawn_status = s.status
         points = len(s.loss) + len(s.eval_loss) + sum(map(len, s.preference.values()))
         plot_value = reward_value = logp_value = shown = gr.skip()
