@@ -113,7 +113,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
         try:
             report = dv.check_rows(st.rows, st.config.data.format)
         except FinetuneError as exc:
-            report, fatal = None, str(exc)
+            report, fatal = None, friendly(exc, lang)
         else:
             fatal = ""
         st.data_format = report.format if report else st.data_format

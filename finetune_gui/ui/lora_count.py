@@ -16,7 +16,7 @@ import torch
 
 from ..config import LoraConfig, ModelConfig, RunConfig
 from ..errors import FinetuneError
-from ..messages import Message
+from ..messages import Message, reason_of
 
 
 @dataclass
@@ -144,7 +144,7 @@ def count_report(config: RunConfig, structure: Structure | None) -> CountReport:
         except FinetuneError as exc:
             if structure is None:
                 raise
-            report = CountReport(0, 0, False, note=str(exc))
+            report = CountReport(0, 0, False, note=reason_of(exc))
         except Exception as exc:  # an estimator bug must not break the LoRA tab
             report = CountReport(0, 0, False, note=f"estimator failed: {exc}"[:200])
     if structure is not None:

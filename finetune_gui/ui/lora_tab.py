@@ -10,7 +10,7 @@ from ..errors import FinetuneError
 from . import advice_box
 from .common import Ui, friendly
 from .lora_count import count_report, estimator, structure_from_config
-from .locale import t
+from .locale import say, t
 from .plan_view import memory_table, plan_table
 from .state import UserState
 
@@ -92,7 +92,7 @@ def build(ui: Ui, state: gr.State) -> SimpleNamespace:
             else:
                 lines.append(t("lora.load_for_memory", lang))
         if report.note and report.note != "lower_bound":
-            lines.append(f"_{report.note}_")
+            lines.append(f"_{say(report.note, lang)}_")
         return "\n\n".join(lines)
 
     def on_targets(st: UserState, chosen: list[str]):
