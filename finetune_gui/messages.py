@@ -64,6 +64,7 @@ ENGLISH: dict[str, str] = {
     # run folders (runs.find_run) and the API started from the Export tab (ui.api_service)
     "run.not_found": "{path}: run folder not found",
     "run.not_finished": "{path}: not a finished run (no adapter/ with run.yaml in it)",
+    "run.not_a_run": "{path}: not a run folder (no {config})",
     "api.port": "the API port must be 1024-65535; got {got}",
     "api.busy": "the API already serves {source}: stop it first",
     # a preset's or saved settings' shape (config.RunConfig.from_dict / set)
@@ -153,6 +154,10 @@ ENGLISH: dict[str, str] = {
                             "({checkpoint}) is intact: free some space, then resume (or choose "
                             "a train.output_dir on a disk with more room)",
     "train.failed": "training failed: {why}",
+    "train.busy_server": "a training job is already running on this server ({path}): wait for "
+                         "it or stop it first",
+    "train.not_yours": "{name} was started by another visitor: only they can resume it (start "
+                       "a new run, or copy its settings)",
     "train.busy": "a training job is already running: stop it or wait for it",
     "train.patience_no_split": "train.early_stopping_patience needs held-out rows to measure: "
                                "set data.val_split (e.g. 0.1) or data.val_path",
@@ -175,6 +180,7 @@ ENGLISH: dict[str, str] = {
     "pref.needs_pairs": "{path}: train.method {method} needs prompt/chosen/rejected rows; {n} "
                         "of {total} rows have no rejected answer (use method sft for them, or "
                         "kto for labelled answers)",
+    "pref.no_trl": "preference methods (dpo, orpo, kto) need TRL: pip install trl=={version}",
     "pref.kto_rows": "{path}: train.method kto needs prompt/completion/label rows (or "
                      "preference pairs)",
     # chatting with a model (chat)

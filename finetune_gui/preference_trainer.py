@@ -14,6 +14,7 @@ import random
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import FinetuneError
+from .messages import Message
 
 METHODS = ("dpo", "orpo", "kto")
 TRL_TESTED = "1.16.0"
@@ -31,8 +32,7 @@ def trl_version() -> str:
     try:
         return version("trl")
     except PackageNotFoundError:
-        raise FinetuneError("preference methods (dpo, orpo, kto) need TRL: pip install "
-                            f"trl=={TRL_TESTED}") from None
+        raise FinetuneError(Message("pref.no_trl", version=TRL_TESTED)) from None
 
 
 def build_preference_trainer(method: str, config, model, tokenizer, train_rows: list[dict],

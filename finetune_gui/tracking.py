@@ -14,6 +14,7 @@ from pathlib import Path
 from . import runs
 from .config import RunConfig
 from .errors import FinetuneError
+from .messages import Message
 
 REPORT_ENV = "FINETUNE_GUI_REPORT_TO"
 TENSORBOARD_DIR = "tensorboard"
@@ -62,7 +63,7 @@ def _run_root(path: str | Path) -> Path:
     if p.name == runs.ADAPTER and (p.parent / runs.RUN_CONFIG).is_file():
         p = p.parent
     if not (p / runs.RUN_CONFIG).is_file():
-        raise FinetuneError(f"{p}: not a run folder (no {runs.RUN_CONFIG})")
+        raise FinetuneError(Message("run.not_a_run", path=p, config=runs.RUN_CONFIG))
     return p
 
 

@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..errors import FinetuneError
 from ..job_progress import JobState
 from ..launched_job import LaunchedJob
+from ..messages import Message
 from ..training import JobBusyError, TrainingJob
 
 OWNER_FILE = "owner"
@@ -76,14 +77,11 @@ class JobRegistry:
         one is active, ``NotYourJob`` when resuming a run folder another visitor owns."""
         with self._lock:
             if self.busy():
-                raise JobBusyError(
-                    "a training job is already running on this server "
-                    f"({self._job.state.output_dir}): wait for it or stop it first")
+                raise JobBusyError(Message("train.busy_server", path=self._job.state.output_dir))
             out = Path(config.train.output_dir)
             stored = run_owner(out)
             if resume and self.owners and stored not in (None, owner_key(visitor)):
-                raise NotYourJob(f"{out.name} was started by another visitor: only they can "
-                                 "resume it (start a new run, or copy its settings)")
+                raise NotYourJob(Message("train.not_yours", name=out.name))
             job = self._factory(config, resume=resume)
             job.start()     # raises JobBusyError if a job outside this registry holds the lock
             self._job, self._owner = job, owner_key(visitor)
