@@ -235,7 +235,7 @@ class ChatEngine:
             if self.merged and not use_adapter:
                 self.merged = False  # peft unmerges the layers to answer without the adapter
         if errors:
-            raise FinetuneError(f"generation failed: {str(errors[0]).splitlines()[0][:300]}")
+            raise FinetuneError(Message("chat.failed", why=str(errors[0]).splitlines()[0][:300]))
 
     def answer(self, messages: list[dict], params: GenerationConfig | None = None, *,
                use_adapter: bool = True) -> str:

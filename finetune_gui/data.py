@@ -378,7 +378,5 @@ def save_rows(path: str | Path, rows: list[dict]) -> Path | None:
         if backup is not None and p.exists():
             backup.unlink(missing_ok=True)
         reason = exc.strerror or str(exc)
-        raise DataError(f"{p}: could not save ({reason}); the file on disk was left as it "
-                        "was and your edits are still here: free some space and save again") \
-            from None
+        raise DataError(Message("data.not_saved", path=p, why=reason)) from None
     return backup

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DataError
+from .messages import Message
 
 # org/name[:split]: Hub names are letters, digits, '-', '_' and '.', never '..' or a path.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -60,8 +61,7 @@ def load_hub_dataset(text: str):
         try:
             HfApi().dataset_info(name, timeout=PROBE_TIMEOUT_S)
         except RepositoryNotFoundError:
-            raise DataError(f"'{name}': no such dataset on the Hugging Face Hub (or it is "
-                            "private: log in with 'hf auth login')") from None
+            raise DataError(Message("hub.no_dataset", name=name)) from None
         except Exception:  # DNS, refused, timed out, proxy: all mean "cannot reach the Hub"
             raise DataError(no_network_message(text)) from None
     from datasets import load_dataset
@@ -70,7 +70,8 @@ def load_hub_dataset(text: str):
     except ConnectionError:  # offline mode, and not in the cache
         raise DataError(no_network_message(text)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:  # an unknown split, no files
-        raise DataError(f"'{text}': {str(exc).strip().splitlines()[0][:300]}") from None
+        raise DataError(Message("hub.dataset_failed", name=text,
+                                why=str(exc).strip().splitlines()[0][:300])) from None
 
 
 def hub_rows(text: str) -> Iterator[tuple[str, Any]]:

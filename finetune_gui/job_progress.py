@@ -18,6 +18,7 @@ from . import runs
 from .errors import FinetuneError
 from .faults import weights_finite
 from .hardware import process_memory
+from .messages import Message
 from .preference_trainer import PREFERENCE_METRICS
 
 
@@ -81,18 +82,14 @@ class ProgressCallback(TrainerCallback):
         model = kwargs.get("model")
         if control.should_save and model is not None and not weights_finite(model):
             # A loss that went NaN between two logged steps: never checkpoint such weights.
-            raise FinetuneError(
-                f"the LoRA weights became NaN/inf by step {state.global_step}: training "
-                "stopped, last good checkpoint kept. Lower train.learning_rate or use "
-                "precision fp32")
+            raise FinetuneError(Message("train.weights_not_finite", step=state.global_step))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise FinetuneError(
-                f"loss became {loss} at step {state.global_step}: training stopped, last "
-                "good checkpoint kept. Lower train.learning_rate or use precision fp32")
+            raise FinetuneError(Message("train.loss_not_finite", loss=loss,
+                                        step=state.global_step))
         self._record_log(state, logs)
 
     def _record_log(self, state, logs: dict) -> None:

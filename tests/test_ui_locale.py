@@ -197,3 +197,54 @@ def test_a_training_failure_is_explained_in_chinese():
     assert oom.startswith("out of GPU memory (could not allocate 2.00 GiB more). Try a smaller")
     assert say(oom, "zh").startswith("GPU 显存不足（无法再分配 2.00 GiB）。请减小 train.batch_size")
     assert say(out_of_memory_message(MemoryError()), "zh").startswith("内存不足。请减小")
+
+
+# Where an English-only error sentence is right: the command line and the OpenAI-compatible
+# API speak English; the rest check the program's own arguments or invariants (a user's
+# value is checked by the config before it gets there), so a person never reads them.
+ENGLISH_ONLY = {
+    "cli.py": "the command line", "cli_serve.py": "the command line", "launch.py": "the command line",
+    "serving/": "the API's clients",
+    "token_cache.py": "an integrity check: the cache entry is rebuilt",
+    "speedups/": "an invariant of a speed-up",
+    "config.py:--set": "the command line's --set",
+    "export/gguf_export.py:gguf type must": "the Export tab offers only these",
+    "export/gguf_export.py:GGUF tensor size": "an invariant of the writer",
+    "export/merged.py:dtype must": "the Export tab offers only these",
+    "export/merged.py:adapter must": "the program's own argument",
+    "export/chat_templates.py:unknown template": "the config checked it",
+    "templates.py:unknown template": "the config checked it",
+    "estimate/__init__.py:GPU memory": "the program's own argument",
+    "estimate/gpus.py:unknown GPU": "bench scripts and tests name the GPU",
+    "preference_trainer.py:train.method": "the config checked it",
+}
+
+
+def test_every_error_a_person_reads_has_a_chinese_sentence():
+    """A raise with a literal English sentence is allowed only where ENGLISH_ONLY says why."""
+    import ast
+    from pathlib import Path
+    package = Path(__file__).resolve().parents[1] / "finetune_gui"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+                    and node.exc.args):
+                continue
+            first = node.exc.args[0]
+            if isinstance(first, ast.BinOp):
+                first = first.left
+            if isinstance(first, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in first.values)
+            elif isinstance(first, ast.Constant) and isinstance(first.value, str):
+                text = first.value
+            else:
+                continue
+            allowed = any(name.startswith(key) if ":" not in key and key.endswith("/") else
+                          name == key if ":" not in key else
+                          name == key.split(":")[0] and text.startswith(key.split(":", 1)[1])
+                          for key in ENGLISH_ONLY)
+            if not allowed:
+                found.append(f"{name}:{node.lineno}: {text[:60]}")
+    assert not found, "English-only errors (raise them with a messages.Message):\n" + "\n".join(found)

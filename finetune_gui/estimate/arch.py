@@ -171,7 +171,7 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path}: cannot read: {exc}") from None
+        raise ModelLoadError(Message("model.config_unreadable", path=path, why=exc)) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(Message("file.line_json", path=path, where=f"line {exc.lineno}",
                                   why=exc.msg, column=exc.colno)) from None
@@ -190,7 +190,7 @@ def _gguf_config(path: str, _mtime: float) -> dict:
     try:
         import gguf
     except ImportError:
-        raise ModelLoadError("reading .gguf metadata needs the 'gguf' package") from None
+        raise ModelLoadError(Message("model.no_gguf_package")) from None
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # gguf raises plain ValueError/struct errors on a bad file
@@ -223,7 +223,7 @@ def _gguf_config(path: str, _mtime: float) -> dict:
     }
     missing = [k for k, v in cfg.items() if v is None]
     if missing:
-        raise ModelLoadError(f"{path}: GGUF metadata lacks {', '.join(missing)}")
+        raise ModelLoadError(Message("model.gguf_lacks", path=path, names=", ".join(missing)))
     return cfg
 
 
@@ -280,10 +280,10 @@ def arch_from_dict(cfg: dict, *, source: str = "config") -> Arch:
     )
     for name in ("hidden", "intermediate", "layers", "heads", "kv_heads", "head_dim", "vocab"):
         if getattr(arch, name) <= 0:
-            raise ConfigError(f"{source}: {name} must be positive")
+            raise ConfigError(Message("model.config_positive", source=source, name=name))
     if heads % kv_heads:
-        raise ConfigError(f"{source}: num_attention_heads ({heads}) is not a multiple of "
-                          f"num_key_value_heads ({kv_heads})")
+        raise ConfigError(Message("model.config_heads", source=source, heads=heads,
+                                  kv_heads=kv_heads))
     return arch
 
 
@@ -343,8 +343,8 @@ def _meta_modules(cfg_json: str) -> tuple[Module, ...]:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except (ValueError, KeyError, TypeError, ImportError) as exc:
-        raise ModelLoadError(f"model_type '{model_type}' cannot be built from its config: "
-                             f"{str(exc).splitlines()[0][:200]}") from None
+        raise ModelLoadError(Message("model.unbuildable", kind=model_type,
+                                     why=str(exc).splitlines()[0][:200])) from None
     seen: set[int] = set()
     out = []
     output = model.get_output_embeddings()
@@ -355,8 +355,7 @@ def _meta_modules(cfg_json: str) -> tuple[Module, ...]:
             seen.add(id(param))
         own, tied = tuple(own), tuple(tied)
         if module is output and name != "lm_head":
-            raise ModelLoadError(f"model_type '{model_type}': output layer '{name}' is not named "
-                                 "lm_head; the estimate does not support this architecture")
+            raise ModelLoadError(Message("model.output_layer", kind=model_type, name=name))
         if isinstance(module, torch.nn.Linear):
             out.append(Module(name, "linear", module.in_features, module.out_features, own, tied))
         elif type(module).__name__ == "Conv1D":  # GPT-2 style linear; peft's all-linear takes it

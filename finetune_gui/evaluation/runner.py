@@ -18,6 +18,7 @@ from typing import Callable
 from .. import runs
 from ..config import GenerationConfig, RunConfig, atomic_write_text
 from ..errors import FinetuneError
+from ..messages import Message
 from ..answering import BaseAnswerCache, answer_many
 from .loss import answer_loss, perplexity
 from .metrics import keyword_hit, mean_scores, score_answer
@@ -78,9 +79,7 @@ def rows_source(run_root: Path, config: RunConfig, data: str = "") -> str:
     heldout = run_root / HELDOUT_FILE
     if heldout.is_file():
         return str(heldout)
-    raise FinetuneError(
-        f"{run_root}: the run held no rows out (data.val_split was 0) and sets no "
-        "data.eval_path: give a file of questions to evaluate on (--data FILE)")
+    raise FinetuneError(Message("eval.nothing_held_out", path=run_root))
 
 
 def generation_for(rows: list[EvalRow], tokenizer, max_new_tokens: int) -> GenerationConfig:

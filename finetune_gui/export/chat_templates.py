@@ -16,6 +16,7 @@ import string
 from dataclasses import dataclass, field
 
 from ..errors import FinetuneError
+from ..messages import Message
 from ..templates import ALPACA_PREAMBLE, TemplateSpec, adds_bos, stop_token_ids
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -52,7 +53,7 @@ def _python_format_to_jinja(text: str, content: str) -> str:
         if name == "instruction":
             parts.append(content)
         elif name is not None and name not in ("input", "output"):
-            raise FinetuneError(f"data.custom_template: unknown placeholder {{{name}}}")
+            raise FinetuneError(Message("tpl.custom_brace", why=repr(name)))
     return " + ".join(parts) if parts else "''"
 
 
@@ -65,7 +66,7 @@ def run_chat_template(spec: TemplateSpec, tokenizer) -> str:
     eos = tokenizer.eos_token or ""
     if spec.name == "model":
         if not tokenizer.chat_template:
-            raise FinetuneError("data.template is 'model' but the tokenizer has no chat template")
+            raise FinetuneError(Message("tpl.no_chat_template"))
         if not spec.system_prompt:
             return tokenizer.chat_template
         # Put the run's system prompt in front when the conversation brings none.
@@ -196,7 +197,7 @@ def ollama_template(spec: TemplateSpec, tokenizer, model_config=None) -> OllamaT
 
 def _quote(text: str) -> str:
     if '"""' in text:
-        raise FinetuneError('the template contains """, which a Modelfile cannot quote')
+        raise FinetuneError(Message("export.modelfile_quote"))
     return '"""' + text + '"""'
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FinetuneError
+from ..messages import Message
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,7 @@ def check_rope(cfg) -> None:
     _, rope = _rope(cfg)
     rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
     if rope_type not in ("default", "linear") or rope.get("long_factor"):
-        raise FinetuneError(f"rope type '{rope_type}' is not supported by this GGUF writer: "
-                            "convert the merged model with llama.cpp's convert_hf_to_gguf.py")
+        raise FinetuneError(Message("export.gguf_rope", kind=rope_type))
 
 
 def add_hyperparameters(writer, cfg, spec: ArchSpec) -> None:

@@ -168,7 +168,7 @@ def write_gguf(merged: Merged, out_path: str | Path, gguf_type: str = "f16", *,
         if gguf_name is None:
             if hf_name.endswith("rotary_emb.inv_freq"):
                 continue
-            raise FinetuneError(f"cannot map tensor '{hf_name}' to a GGUF name")
+            raise FinetuneError(Message("export.gguf_tensor", name=hf_name))
         kind = ("f32" if len(weight.shape) == 1 or stored == "f32" else
                 "q8_0" if stored == "q8_0" and weight.shape[-1] % 32 == 0 else "f16")
         writer.add_tensor(gguf_name, _Deferred(hf_name, weight, kind, cfg, spec),

@@ -76,7 +76,7 @@ def write_lora_tensors(run_root: Path, out: Path, model_config) -> dict:
         target = name_map.get_name(module + ".weight", try_suffixes=(".weight",))
         b_key = key.replace(".lora_A.", ".lora_B.")
         if target is None or b_key not in weights:
-            raise FinetuneError(f"cannot map adapter tensor '{key}' to a llama.cpp tensor")
+            raise FinetuneError(Message("export.lora_tensor", name=key))
         a, b = weights[key].astype(np.float32), weights[b_key].astype(np.float32)
         if module.endswith("q_proj"):
             b = rotary_rows(b, n_head, n_head)

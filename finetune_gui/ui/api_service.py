@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FinetuneError
+from ..messages import Message
 from ..serving.http import BackgroundServer
 from ..serving.server import ModelServer, client_snippet, load_engine
 from .jobs import NotYourJob, owner_key
-from ..messages import Message
 
 
 @dataclass
@@ -54,8 +54,7 @@ class ApiService:
             if background is None or not background.running:
                 return False
             if self.owners and self._owner != owner_key(visitor):
-                raise NotYourJob("the API server was started by another visitor: only they "
-                                 "can stop it")
+                raise NotYourJob(Message("api.not_yours"))
             background.stop()
             self._background = None
         return True

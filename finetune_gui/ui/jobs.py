@@ -104,8 +104,7 @@ class JobRegistry:
         if job is None or not job.state.active:
             return False
         if not self.owned_by(visitor):
-            raise NotYourJob("this training job was started by another visitor: only they "
-                             "can stop it")
+            raise NotYourJob(Message("train.not_yours_stop"))
         job.stop()
         return True
 
