@@ -143,6 +143,12 @@ def test_every_tab_in_chinese(app_server, browser, codes_data):
     scan(page, "model", english)
 
     open_tab(page, "data")
+    fill(page, "#data-path", str(codes_data.with_name("missing.jsonl")))
+    page.locator("#data-load").click()   # an error, said in Chinese
+    page.wait_for_selector(".toast-body:has-text('missing.jsonl：找不到数据文件')",
+                           timeout=TIMEOUT_MS)
+    page.locator(".toast-close").first.click()
+    page.wait_for_selector(".toast-body", state="detached", timeout=TIMEOUT_MS)
     fill(page, "#data-path", str(codes_data))
     page.locator("#data-load").click()
     wait_text(page, "#data-summary", "24 行")
