@@ -445,3 +445,14 @@ def test_published_fit_verdicts(verdict):
     assert fits == (verdict["result"] == "fits"), (
         f"{verdict['method']}: needs {(mem.peak_bytes - mem.pageable_bytes) / 1e9:.2f} GB "
         f"of {budget / 1e9:.2f} GB")
+
+
+@pytest.mark.parametrize("model, mlp", [
+    ("smollm2-135m-instruct", ["gate_proj", "up_proj", "down_proj"]),
+    ("microsoft/phi-3-mini-4k-instruct", ["gate_up_proj", "down_proj"]),
+    ({"model_type": "gpt2", "n_embd": 64, "n_head": 4, "n_layer": 2, "vocab_size": 100,
+      "n_positions": 64}, ["c_fc"]),   # its c_proj is in attention too: targets match by leaf
+])
+def test_the_mlp_layers_are_found_from_the_config_alone(model, mlp):
+    from finetune_gui.estimate.arch import arch_from_dict, mlp_linear_names
+    assert mlp_linear_names(arch_from_dict(model) if isinstance(model, dict) else model) == mlp

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, ui_handler, write_jsonl
 from finetune_gui.advice import FACT_RECIPE, SMALL_DATA_ROWS, small_data_suggestions
 from finetune_gui.config import RunConfig
+from finetune_gui.estimate.arch import mlp_linear_names
 from finetune_gui.evaluation.report import worse_than_base
 from finetune_gui.training import TrainingJob
 from finetune_gui.ui import advice_box
@@ -93,17 +94,20 @@ def test_small_data_gets_the_fact_recipe_and_large_data_none():
     assert suggested["train.epochs"] == FACT_RECIPE["train.epochs"]
     assert suggested["lora.r"] == FACT_RECIPE["lora.r"]
     assert small_data_suggestions(config, SMALL_DATA_ROWS) == {}
-    assert "lora.last_layers" not in suggested, "the depth is not known"
-    deep = small_data_suggestions(config, 100, layers=30)
-    assert deep["lora.last_layers"] == 15, "the top half of the layers"
-    for key, value in {**FACT_RECIPE, **deep}.items():   # valid config, explained in both
+    assert "lora.target_modules" not in suggested, "the model's MLP layers are not known"
+    config.lora.last_layers = 15
+    mlp = small_data_suggestions(config, 100, mlp_names=["gate_proj", "up_proj", "down_proj"])
+    assert mlp["lora.target_modules"] == ["gate_proj", "up_proj", "down_proj"]
+    assert mlp["lora.last_layers"] == 0, "every layer"
+    for key, value in {**FACT_RECIPE, **mlp}.items():   # valid config, explained in both
         config.set(key, value)
         assert TABLE[f"advice.why.{key}"]["en"] and TABLE[f"advice.why.{key}"]["zh"]
 
 
 def test_quickstart_preset_is_the_fact_recipe():
     quickstart = RunConfig.load(ROOT / "presets" / "quickstart.yaml")
-    assert small_data_suggestions(quickstart, 100, layers=30) == {}   # SmolLM2-135M: 30
+    assert small_data_suggestions(quickstart, 100,
+                                  mlp_linear_names(quickstart.model.name_or_path)) == {}
     assert quickstart.data.eval_path == "presets/data/quillmore_eval.jsonl"
 
 
@@ -118,5 +122,6 @@ def test_apply_writes_the_suggestions_into_the_config(tmp_path):
     assert shown[0]["visible"] and "Epochs" in shown[1]["value"]
     ui_handler(demo, "app", "apply")(st)
     assert advice_box.suggestions_for(demo.ui, st)[1] == {}
-    assert st.config.lora.last_layers == 15, "the embedded model's 30 layers, top half"
+    assert st.config.lora.target_modules == ["gate_proj", "up_proj", "down_proj"], \
+        "the embedded model's MLP layers"
     assert advice_box.updates(demo.ui, st, [object()])[0]["visible"] is False

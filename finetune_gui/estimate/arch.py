@@ -384,3 +384,25 @@ def linear_names_from_config(arch: Arch | dict | str) -> list[str]:
         if m.kind == "linear" and m.leaf != "lm_head" and m.leaf not in names:
             names.append(m.leaf)
     return names
+
+
+MLP_BLOCKS = ("mlp", "feed_forward", "ffn")
+
+
+def mlp_linear_names(arch: Arch | str) -> list[str]:
+    """Leaf names of the linear layers inside the feed-forward blocks (``...mlp.up_proj``),
+    in model order: where the small-data recipe puts its adapters. A name that also names
+    a layer outside them (GPT-2's ``c_proj``) is left out: targets are matched by leaf."""
+    if isinstance(arch, str):
+        arch = load_arch(arch)
+    inside: list[str] = []
+    outside: set[str] = set()
+    for m in arch.modules():
+        if m.kind != "linear" or m.leaf == "lm_head":
+            continue
+        if set(m.name.split(".")[:-1]) & set(MLP_BLOCKS):
+            if m.leaf not in inside:
+                inside.append(m.leaf)
+        else:
+            outside.add(m.leaf)
+    return [name for name in inside if name not in outside]

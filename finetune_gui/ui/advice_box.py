@@ -61,18 +61,19 @@ def _show(value) -> str:
     return str(value)
 
 
-def model_layers(st: UserState) -> int | None:
-    """The configured model's depth, from its config alone (no weights loaded)."""
+def model_mlp_names(st: UserState) -> list[str] | None:
+    """The configured model's feed-forward linear layers, from its config alone (no
+    weights loaded)."""
     try:
-        from ..estimate.arch import load_arch
-        return load_arch(st.config.model.name_or_path).layers
+        from ..estimate.arch import mlp_linear_names
+        return mlp_linear_names(st.config.model.name_or_path)
     except Exception:  # a Hub id offline, a bad folder: the Model tab says why
         return None
 
 
 def suggestions_for(ui: Ui, st: UserState) -> tuple[int, dict]:
     rows = data_rows(ui, st)
-    return rows, small_data_suggestions(st.config, rows, model_layers(st))
+    return rows, small_data_suggestions(st.config, rows, model_mlp_names(st))
 
 
 def updates(ui: Ui, st: UserState, boxes: list[SimpleNamespace]) -> list:
