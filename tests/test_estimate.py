@@ -239,12 +239,14 @@ def test_cpu_device_when_asked():
 
 @pytest.mark.embedded
 def test_estimate_counts_the_frozen_lower_layers_outputs_training_keeps():
-    """The quickstart on a CPU keeps each row's lower-layer output (``frozen_bottom``): one
-    hidden vector per data token, replay rows included; nothing with the speed-up off."""
+    """The quickstart with adapters on its top 15 layers only, on a CPU, keeps each row's
+    lower-layer output (``frozen_bottom``): one hidden vector per data token, replay rows
+    included; nothing with the speed-up off."""
     from finetune_gui.estimate.data_shape import data_shape
     from finetune_gui.plan import resolve_plan
     cfg = RunConfig.load(Path(__file__).resolve().parents[1] / "presets" / "quickstart.yaml")
     cfg.set("model.device", "cpu")
+    cfg.set("lora.last_layers", 15)
     kept = estimate(cfg).breakdown["kept_layer_outputs"]
     shape = data_shape(cfg)
     assert shape.rows == 100 and shape.tokens > 100 * 40
