@@ -27,9 +27,10 @@ def _loaded(page):
     wait_text(page, "#hardware", r"\S")
 
 
-def _saved(work, *texts: str, timeout_s: float = 60) -> None:
+def _saved(work, *texts: str, timeout_s: float = 150) -> None:
     """Wait until a visitor's settings file holds ``texts`` (the field's write has answered:
-    a reload before that would rightly show the older value)."""
+    a reload before that would rightly show the older value). In CI, under load, the model
+    path's write once took over 60 s (it queues behind the model load's follow-ups)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for path in (work / "runs" / ".settings").glob("*.yaml"):
@@ -37,7 +38,20 @@ def _saved(work, *texts: str, timeout_s: float = 60) -> None:
             if all(text in saved for text in texts):
                 return
         time.sleep(0.2)
-    raise AssertionError(f"settings never saved with {texts}")
+    found = {p.name: p.read_text(encoding="utf-8")[-600:]
+             for p in (work / "runs" / ".settings").glob("*.yaml")}
+    raise AssertionError(f"settings never saved with {texts} in {timeout_s:.0f} s: {found}")
+
+
+def _saved_without(work, text: str, timeout_s: float = 150) -> None:
+    """Wait until no visitor's settings file holds ``text`` any more."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(text in p.read_text(encoding="utf-8")
+                   for p in (work / "runs" / ".settings").glob("*.yaml")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"settings still hold {text!r} after {timeout_s:.0f} s")
 
 
 def _value(page, selector: str) -> str:
@@ -107,6 +121,7 @@ def test_settings_survive_reload_and_restart_per_browser(tiny_model_dir, tmp_pat
         page.wait_for_function(
             "() => document.querySelector('#train-max-steps input').value === '7'",
             timeout=TIMEOUT_MS)
+        _saved_without(tmp_path, "max_steps: 123")   # the reset's write has answered
         page.reload()
         _loaded(page)
         open_tab(page, "train")
