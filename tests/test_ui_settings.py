@@ -167,3 +167,35 @@ def test_a_malformed_recent_list_is_named(tmp_path):
     path.write_text("recent:\n  train.output_dir: [x]\n", encoding="utf-8")
     _, note = _page(ui, "user:kim")
     assert "not restored" in note and "'recent'" in note
+
+
+def test_no_page_load_event_replaces_the_session_state(tmp_path):
+    """The app's own page load fills the session in (the visitor, the saved settings). A
+    second load event writing the state (what Gradio makes of a factory given as a
+    ``gr.State`` value) raced it and, when it answered last, replaced the filled-in state
+    with a blank one: nothing the visitor did afterwards was kept (CI saw it)."""
+    import gradio as gr
+
+    from finetune_gui.ui.app import build_app
+
+    demo = build_app(AppOptions(root=str(tmp_path), runs_dir=str(tmp_path / "runs")))
+    demo.default_config.attach_load_events()   # what launch() does
+    states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+    assert len(states) == 1
+    on_load = [fn for fn in demo.fns.values() if any(name == "load" for _, name in fn.targets)]
+    assert len(on_load) == 1 and states[0] in on_load[0].inputs
+    assert not any(states[0] in fn.outputs for fn in on_load)
+
+
+def test_each_session_copy_of_the_blank_state_is_a_session_of_its_own(tmp_path):
+    import copy
+
+    from finetune_gui.ui.state import blank_state
+
+    ui = _app(tmp_path)
+    blank = blank_state(ui.options, ui.workspace)
+    first, second = copy.deepcopy(blank), copy.deepcopy(blank)
+    assert first.visitor.startswith("session:") and first.visitor != second.visitor
+    first.config.lora.r = 48
+    first.recent["data.path"] = ["data/a.jsonl"]
+    assert second.config.lora.r == blank.config.lora.r != 48 and second.recent == {}

@@ -19,7 +19,7 @@ from .locale import LANGUAGES, t
 from .presets import list_presets, load_preset, preset_path, save_preset
 from .settings_store import SettingsStore
 from .api_service import ApiService
-from .state import UserState, new_state_factory, restore_settings
+from .state import UserState, blank_state, restore_settings, start_session
 from .workspace import Workspace
 
 TABS = ("model", "data", "lora", "train", "evaluate", "chat", "export")
@@ -49,7 +49,7 @@ def build_app(options: AppOptions | None = None, registry: JobRegistry | None = 
     registry.owners = registry.owners or options.shared
     api = ApiService(options.host, owners=options.shared)
     with gr.Blocks(title="finetune_gui", analytics_enabled=False) as demo:
-        state = gr.State(new_state_factory(options, workspace))
+        state = gr.State(blank_state(options, workspace))
         with gr.Row(equal_height=True):
             title = gr.Markdown(f"## {ui.t('app.title')}\n{ui.t('app.subtitle')}")
             ui.text(title, value=lambda lang: f"## {t('app.title', lang)}\n{t('app.subtitle', lang)}")
@@ -184,6 +184,7 @@ def _wire(ui: Ui, demo, state, parts, tabs, events, lang, status, header, regist
 
     def on_page_load(st: UserState, browser_id: str | None, request: gr.Request):
         st.visitor, browser_id = visitor_of(request, browser_id)
+        start_session(ui, st)
         job = registry.current
         note = ""
         if job is not None and job.state.active and registry.owned_by(st.visitor):

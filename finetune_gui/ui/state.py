@@ -7,6 +7,8 @@ module global. The one training job is not here: it is a shared server resource
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ class UserState:
     lang: str = "en"
     # Who this page is, for job ownership: 'user:NAME' after a login, else 'browser:TOKEN'
     # (a random token kept in the browser); until the page has loaded, this session only.
-    visitor: str = field(default_factory=lambda: "session:" + secrets.token_urlsafe(16))
+    visitor: str = field(default_factory=lambda: _session_visitor())
     preset: str = ""                  # the preset last loaded (base for 'copy as CLI')
     replace_preset: str = ""          # a preset file the next Save may replace (asked once)
     saved_settings: str = ""          # what settings_store last wrote for this visitor
@@ -53,6 +55,15 @@ class UserState:
     drawn_log: int = -1
     drawn_status: str = ""
 
+    def __deepcopy__(self, memo):
+        """Gradio gives each session a deep copy of the app's blank state: a copy is a
+        session of its own (its own visitor token) until its page has loaded."""
+        copied = dataclasses.replace(self, **{
+            f.name: copy.deepcopy(getattr(self, f.name), memo)
+            for f in dataclasses.fields(self) if f.name != "visitor"})
+        copied.visitor = _session_visitor()
+        return copied
+
     def tokenizer_for_config(self):
         """The tokenizer of the configured model (loaded once per model name)."""
         name = self.config.model.name_or_path
@@ -72,6 +83,10 @@ class UserState:
         return self.model
 
 
+def _session_visitor() -> str:
+    return "session:" + secrets.token_urlsafe(16)
+
+
 def initial_config(options: AppOptions, workspace: Workspace) -> tuple[RunConfig, str]:
     """The config a new session starts from: the default preset, the --model override,
     and a run folder that does not hold an earlier run."""
@@ -89,13 +104,19 @@ def initial_config(options: AppOptions, workspace: Workspace) -> tuple[RunConfig
     return config, preset_name
 
 
-def new_state_factory(options: AppOptions, workspace: Workspace):
-    """A function Gradio calls once per session to make that session's state."""
-    def make() -> UserState:
-        config, preset = initial_config(options, workspace)
-        return UserState(config=config, lang=options.lang, preset=preset)
-    make.__name__ = "new_user_state"
-    return make
+def blank_state(options: AppOptions, workspace: Workspace) -> UserState:
+    """The state every session starts from (Gradio deep-copies it per session). Not a
+    factory: Gradio runs a factory as a page-load event of its own, which raced the app's
+    page load and could replace the state that load had just filled in (the visitor, the
+    restored settings), so that nothing the visitor did afterwards was kept. The page load
+    (``start_session``) makes each session's own config."""
+    config, preset = initial_config(options, workspace)
+    return UserState(config=config, lang=options.lang, preset=preset)
+
+
+def start_session(ui: Ui, st: UserState) -> None:
+    """A page has loaded: its session starts from the default preset (a fresh run folder)."""
+    st.config, st.preset = initial_config(ui.options, ui.workspace)
 
 
 def restore_settings(ui: Ui, st: UserState) -> str:

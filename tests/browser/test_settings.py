@@ -29,8 +29,8 @@ def _loaded(page):
 
 def _saved(work, *texts: str, timeout_s: float = 150) -> None:
     """Wait until a visitor's settings file holds ``texts`` (the field's write has answered:
-    a reload before that would rightly show the older value). In CI, under load, the model
-    path's write once took over 60 s (it queues behind the model load's follow-ups)."""
+    a reload before that would rightly show the older value). Generous for CI's load: a
+    write normally lands within a second."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for path in (work / "runs" / ".settings").glob("*.yaml"):
