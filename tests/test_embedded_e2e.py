@@ -56,8 +56,8 @@ def test_tuned_model_answers_paraphrased_questions_and_keeps_general_ones(quicks
           f"general answers kept {general['kept_right']}/{general['base_right']}; "
           f"evaluated in {result['seconds']:.0f}s")
     assert base <= 0.1 * len(rows)
-    assert tuned >= 0.5 * len(rows)      # measured 25–28/40 (README, "Did it learn?")
-    assert general["base_right"] >= 30 and general["kept"] >= 0.8   # measured 35–38/40
+    assert tuned >= 0.6 * len(rows)      # measured 30–32/40 (README, "Did it learn?")
+    assert general["base_right"] >= 30 and general["kept"] >= 0.8   # measured 34–37/40
 
 
 def test_plain_peft_gives_the_same_greedy_answer_as_chat(quickstart_run):
