@@ -22,13 +22,17 @@ from .locale import LANGUAGES, t
 from .workspace import Workspace
 
 
+def _session_visitor() -> str:
+    return "session:" + secrets.token_urlsafe(16)
+
+
 @dataclass
 class UserState:
     config: RunConfig
     lang: str = "en"
     # Who this page is, for job ownership: 'user:NAME' after a login, else 'browser:TOKEN'
     # (a random token kept in the browser); until the page has loaded, this session only.
-    visitor: str = field(default_factory=lambda: _session_visitor())
+    visitor: str = field(default_factory=_session_visitor)
     preset: str = ""                  # the preset last loaded (base for 'copy as CLI')
     replace_preset: str = ""          # a preset file the next Save may replace (asked once)
     saved_settings: str = ""          # what settings_store last wrote for this visitor
@@ -81,10 +85,6 @@ class UserState:
         if self.model is None:
             raise FinetuneError(Message("ui.no_model"))
         return self.model
-
-
-def _session_visitor() -> str:
-    return "session:" + secrets.token_urlsafe(16)
 
 
 def initial_config(options: AppOptions, workspace: Workspace) -> tuple[RunConfig, str]:

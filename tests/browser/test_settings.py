@@ -27,31 +27,32 @@ def _loaded(page):
     wait_text(page, "#hardware", r"\S")
 
 
-def _saved(work, *texts: str, timeout_s: float = 150) -> None:
-    """Wait until a visitor's settings file holds ``texts`` (the field's write has answered:
-    a reload before that would rightly show the older value). Generous for CI's load: a
-    write normally lands within a second."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for path in (work / "runs" / ".settings").glob("*.yaml"):
-            saved = path.read_text(encoding="utf-8")
-            if all(text in saved for text in texts):
-                return
-        time.sleep(0.2)
-    found = {p.name: p.read_text(encoding="utf-8")[-600:]
-             for p in (work / "runs" / ".settings").glob("*.yaml")}
-    raise AssertionError(f"settings never saved with {texts} in {timeout_s:.0f} s: {found}")
+def _settings_files(work) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8")
+            for p in (work / "runs" / ".settings").glob("*.yaml")}
 
 
-def _saved_without(work, text: str, timeout_s: float = 150) -> None:
-    """Wait until no visitor's settings file holds ``text`` any more."""
+def _wait_settings(work, done, what: str, timeout_s: float = 150) -> None:
+    """Wait until ``done(texts of the visitors' settings files)``: the field's write has
+    answered (a reload before that would rightly show the older value). Generous for CI's
+    load: a write normally lands within a second."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not any(text in p.read_text(encoding="utf-8")
-                   for p in (work / "runs" / ".settings").glob("*.yaml")):
+        if done(list(_settings_files(work).values())):
             return
         time.sleep(0.2)
-    raise AssertionError(f"settings still hold {text!r} after {timeout_s:.0f} s")
+    found = {name: text[-600:] for name, text in _settings_files(work).items()}
+    raise AssertionError(f"settings never {what} in {timeout_s:.0f} s: {found}")
+
+
+def _saved(work, *texts: str) -> None:
+    _wait_settings(work, lambda saved: any(all(t in s for t in texts) for s in saved),
+                   f"saved with {texts}")
+
+
+def _saved_without(work, text: str) -> None:
+    _wait_settings(work, lambda saved: not any(text in s for s in saved),
+                   f"rid of {text!r}")
 
 
 def _value(page, selector: str) -> str:
