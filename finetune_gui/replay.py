@@ -14,23 +14,28 @@ because it makes the base's most likely answer certain, and the new habits sprea
 questions. So replay rows are trained towards the base's whole next-token distribution
 (its top ``SOFT_TOP_K`` probabilities at every answer token, computed once before the
 adapters are attached): that loss is lowest when the tuned model answers these questions
-exactly as the base did, neither more nor less sure.
+exactly as the base did, neither more nor less sure. The rows are the base's own cached
+answers, so the same distributions would be computed again by every run on the same base
+(20 s of the quickstart's 150 on a 2-core CPU): ``SoftTargetCache`` keeps them per row.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .answering import BaseAnswerCache, answer_many
-from .config import GenerationConfig, RunConfig
+from .answering import BaseAnswerCache, answer_many, model_key
+from .config import GenerationConfig, ModelConfig, RunConfig, atomic_write_text
 from .data import Example, Turn
 from .evaluation.metrics import has_cjk
+from .models import cache_root
 
 REPLAY_PROMPTS = Path(__file__).resolve().parents[1] / "presets" / "data" / "replay_prompts.jsonl"
 REPLAY_FILE = "replay.jsonl"
@@ -93,24 +98,98 @@ class SoftTargets:
     logp: list[list[float]]
 
 
+class SoftTargetCache:
+    """The base's soft targets of replay rows, on disk for one base model and top-k: a JSON
+    file of ``row key -> {"at": trained positions, "ids", "logp"}``. Read as untrusted (a
+    damaged or edited entry is computed again); writing is best effort, never failing a run."""
+
+    MAX_ROWS = 1000   # the shipped questions are 154; about 20 KB a row
+
+    def __init__(self, cfg: ModelConfig, k: int, folder: Path | None = None):
+        self.k = k
+        self.path = ((folder or cache_root() / "replay")
+                     / f"soft-targets-{model_key(cfg)}-k{k}.json")
+        try:
+            self.entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+        if not isinstance(self.entries, dict):
+            self.entries = {}
+
+    @staticmethod
+    def key(enc) -> str:
+        return hashlib.sha256(json.dumps([enc.input_ids, enc.labels]).encode()).hexdigest()[:32]
+
+    def get(self, key: str, enc, vocab_size: int) -> SoftTargets | None:
+        """The entry for the encoded row ``enc``, if it is whole and fits that row."""
+        from .templates import IGNORE_INDEX
+        entry = self.entries.get(key)
+        trained = [t for t in range(1, len(enc.input_ids)) if enc.labels[t] != IGNORE_INDEX]
+        try:
+            at, ids, logp = entry["at"], entry["ids"], entry["logp"]
+            if at != trained or len(ids) != len(at) or len(logp) != len(at):
+                return None
+            if not all(len(i) == self.k and len(v) == self.k
+                       and all(isinstance(x, int) and 0 <= x < vocab_size for x in i)
+                       and all(isinstance(x, (int, float)) and x <= 0 for x in v)
+                       for i, v in zip(ids, logp)):
+                return None
+        except (TypeError, KeyError):
+            return None
+        target = SoftTargets([[-1] * self.k for _ in enc.input_ids],
+                             [[0.0] * self.k for _ in enc.input_ids])
+        for t, i, v in zip(at, ids, logp):
+            target.ids[t], target.logp[t] = list(i), [float(x) for x in v]
+        return target
+
+    def put_all(self, found: dict[str, SoftTargets]) -> None:
+        if not found:
+            return
+        with _CACHE_LOCK:
+            for key, target in found.items():
+                at = [t for t, ids in enumerate(target.ids) if ids[0] >= 0]
+                self.entries[key] = {"at": at, "ids": [target.ids[t] for t in at],
+                                     "logp": [target.logp[t] for t in at]}
+            if len(self.entries) > self.MAX_ROWS:
+                self.entries = dict(list(self.entries.items())[-self.MAX_ROWS:])
+            try:
+                atomic_write_text(self.path, json.dumps(self.entries))
+            except OSError:
+                pass
+
+
+_CACHE_LOCK = threading.Lock()
+
+
 def soft_targets(model, tokenizer, spec, examples: list[Example], max_len: int,
-                 k: int = SOFT_TOP_K, batch_size: int = 8) -> list[SoftTargets]:
-    """The base model's next-token distributions over each example's answer tokens."""
+                 k: int = SOFT_TOP_K, batch_size: int = 8,
+                 cache: SoftTargetCache | None = None) -> list[SoftTargets]:
+    """The base model's next-token distributions over each example's answer tokens; with
+    ``cache`` (of this base and ``k``), rows computed before are read, new ones kept."""
     from .batching import forward_in_batches
     from .templates import IGNORE_INDEX, encode_example
     encoded = [encode_example(e, spec, tokenizer, max_len) for e in examples]
-    out: list[SoftTargets] = []
-    for chunk, _, logits in forward_in_batches(model, encoded, tokenizer.pad_token_id or 0,
-                                               batch_size):
+    keys = [SoftTargetCache.key(enc) for enc in encoded] if cache else []
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    out: list[SoftTargets | None] = ([cache.get(key, enc, vocab_size)
+                                      for key, enc in zip(keys, encoded)]
+                                     if cache else [None] * len(encoded))
+    todo = sorted((i for i, target in enumerate(out) if target is None),
+                  key=lambda i: len(encoded[i].input_ids))   # batches of similar length
+    done = iter(todo)
+    for rows, _, logits in forward_in_batches(model, [encoded[i] for i in todo],
+                                              tokenizer.pad_token_id or 0, batch_size):
         top = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
-        for row, enc in enumerate(chunk):
+        for row, enc in enumerate(rows):
             ids = [[-1] * k for _ in enc.input_ids]
             logp = [[0.0] * k for _ in enc.input_ids]
             for t in range(1, len(enc.input_ids)):
                 if enc.labels[t] != IGNORE_INDEX:   # predicted from position t - 1
                     ids[t] = top.indices[row, t - 1].tolist()
                     logp[t] = [round(v, 4) for v in top.values[row, t - 1].tolist()]
-            out.append(SoftTargets(ids, logp))
+            out[next(done)] = SoftTargets(ids, logp)
+    if cache:
+        cache.put_all({keys[i]: out[i] for i in todo})
     return out
 
 
@@ -123,7 +202,7 @@ def replay_for_model(model, tokenizer, config: RunConfig, train: list[Example]
                         source=config.model.name_or_path)
     try:
         rows = replay_examples(engine, config, train)
-        return rows, soft_targets(model, tokenizer, engine.spec, rows,
-                                  config.train.max_seq_len)
+        return rows, soft_targets(model, tokenizer, engine.spec, rows, config.train.max_seq_len,
+                                  cache=SoftTargetCache(config.model, SOFT_TOP_K))
     finally:
         model.train()

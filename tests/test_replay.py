@@ -98,3 +98,44 @@ def test_soft_targets_are_the_base_distribution_at_answer_tokens(tiny_config):
     best = torch.log_softmax(logits[t - 1], -1).topk(4)
     assert target.ids[t] == best.indices.tolist()
     assert torch.allclose(torch.tensor(target.logp[t]), best.values, atol=1e-3)
+
+
+def test_soft_targets_are_kept_per_row_and_a_damaged_entry_is_computed_again(tiny_config,
+                                                                              tmp_path):
+    import json
+    from finetune_gui import models
+    from finetune_gui.data import Example, Turn
+    from finetune_gui.replay import SoftTargetCache, soft_targets
+    from finetune_gui.templates import TemplateSpec
+    tiny_config.set("model.compute_dtype", "float32")   # batches of other lengths, same sums
+    model, tokenizer = models.load_model(tiny_config.model, for_training=False)
+    spec = TemplateSpec.from_data_config(tiny_config.data)
+
+    def same(got, want):
+        return len(got) == len(want) and all(
+            g.ids == w.ids and torch.allclose(torch.tensor(g.logp), torch.tensor(w.logp),
+                                              atol=2e-4) for g, w in zip(got, want))
+
+    rows = [Example([Turn(f"What is code {i}?", "", "Code %d is %s." % (i, "blue " * i))])
+            for i in range(1, 6)]
+    forwards = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(1))
+    fresh = soft_targets(model, tokenizer, spec, rows, 128, k=4)
+    assert len(forwards) == 1                       # five rows, one batch
+    cache = SoftTargetCache(tiny_config.model, 4, folder=tmp_path)
+    assert same(soft_targets(model, tokenizer, spec, rows[:3], 128, k=4, cache=cache), fresh[:3])
+    forwards.clear()
+    again = SoftTargetCache(tiny_config.model, 4, folder=tmp_path)   # read from the disk
+    assert same(soft_targets(model, tokenizer, spec, rows, 128, k=4, cache=again), fresh)
+    assert len(forwards) == 1 and len(json.loads(again.path.read_text())) == 5  # 2 new rows
+    forwards.clear()
+    entries = json.loads(again.path.read_text())
+    first, second, third = list(entries)[:3]
+    entries[first]["ids"][0][0] = 10 ** 9           # no such token
+    entries[second]["at"] = entries[second]["at"][1:]   # not the row's answer positions
+    entries[third] = "garbage"
+    again.path.write_text(json.dumps(entries))
+    damaged = SoftTargetCache(tiny_config.model, 4, folder=tmp_path)
+    assert same(soft_targets(model, tokenizer, spec, rows, 128, k=4, cache=damaged), fresh)
+    assert len(forwards) == 1                       # the three damaged rows, computed again
+    assert SoftTargetCache(tiny_config.model, 8, folder=tmp_path).entries == {}  # another k
