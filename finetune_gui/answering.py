@@ -38,17 +38,38 @@ def model_key(cfg: ModelConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-class BaseAnswerCache:
+class JsonCacheFile:
+    """One JSON object of ``key -> entry`` on disk: read as untrusted (anything but an
+    object is an empty cache), written whole and best effort (a cache must never fail a
+    run), keeping its newest ``max_entries``."""
+
+    def __init__(self, path: Path, max_entries: int):
+        self.path, self.max_entries = path, max_entries
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entries = {}
+        self.entries: dict = entries if isinstance(entries, dict) else {}
+
+    def put_all(self, found: dict) -> None:
+        if not found:
+            return
+        with _LOCK:
+            self.entries.update(found)
+            if len(self.entries) > self.max_entries:
+                self.entries = dict(list(self.entries.items())[-self.max_entries:])
+            try:
+                atomic_write_text(self.path, json.dumps(self.entries, ensure_ascii=False))
+            except OSError:
+                pass
+
+
+class BaseAnswerCache(JsonCacheFile):
     """A JSON file of ``prompt key -> answer`` for one base model."""
 
     def __init__(self, cfg: ModelConfig, folder: Path | None = None):
-        self.path = (folder or cache_root() / "eval") / f"base-answers-{model_key(cfg)}.json"
-        try:
-            self.entries: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.entries = {}
-        if not isinstance(self.entries, dict):
-            self.entries = {}
+        super().__init__((folder or cache_root() / "eval") / f"base-answers-{model_key(cfg)}.json",
+                         MAX_ENTRIES)
 
     @staticmethod
     def key(prompt_ids: list[int], params) -> str:
@@ -58,19 +79,6 @@ class BaseAnswerCache:
     def get(self, key: str) -> str | None:
         value = self.entries.get(key)
         return value if isinstance(value, str) else None
-
-    def put_all(self, found: dict[str, str]) -> None:
-        """Add answers and write the file (best effort: a cache must never fail a run)."""
-        if not found:
-            return
-        with _LOCK:
-            self.entries.update(found)
-            if len(self.entries) > MAX_ENTRIES:
-                self.entries = dict(list(self.entries.items())[-MAX_ENTRIES:])
-            try:
-                atomic_write_text(self.path, json.dumps(self.entries, ensure_ascii=False))
-            except OSError:
-                pass
 
 
 def answer_many(engine, examples: list, params, *, use_adapter: bool = True,

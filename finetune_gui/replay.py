@@ -25,14 +25,13 @@ import hashlib
 import json
 import random
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .answering import BaseAnswerCache, answer_many, model_key
-from .config import GenerationConfig, ModelConfig, RunConfig, atomic_write_text
+from .answering import BaseAnswerCache, JsonCacheFile, answer_many, model_key
+from .config import GenerationConfig, ModelConfig, RunConfig
 from .data import Example, Turn
 from .evaluation.metrics import has_cjk
 from .models import cache_root
@@ -98,23 +97,17 @@ class SoftTargets:
     logp: list[list[float]]
 
 
-class SoftTargetCache:
-    """The base's soft targets of replay rows, on disk for one base model and top-k: a JSON
-    file of ``row key -> {"at": trained positions, "ids", "logp"}``. Read as untrusted (a
-    damaged or edited entry is computed again); writing is best effort, never failing a run."""
+class SoftTargetCache(JsonCacheFile):
+    """The base's soft targets of replay rows, on disk for one base model and top-k:
+    ``row key -> {"at": trained positions, "ids", "logp"}``; an entry that does not fit
+    its row (damaged or edited) is computed again."""
 
     MAX_ROWS = 1000   # the shipped questions are 154; about 20 KB a row
 
     def __init__(self, cfg: ModelConfig, k: int, folder: Path | None = None):
+        super().__init__((folder or cache_root() / "replay")
+                         / f"soft-targets-{model_key(cfg)}-k{k}.json", self.MAX_ROWS)
         self.k = k
-        self.path = ((folder or cache_root() / "replay")
-                     / f"soft-targets-{model_key(cfg)}-k{k}.json")
-        try:
-            self.entries = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.entries = {}
-        if not isinstance(self.entries, dict):
-            self.entries = {}
 
     @staticmethod
     def key(enc) -> str:
@@ -142,23 +135,13 @@ class SoftTargetCache:
             target.ids[t], target.logp[t] = list(i), [float(x) for x in v]
         return target
 
-    def put_all(self, found: dict[str, SoftTargets]) -> None:
-        if not found:
-            return
-        with _CACHE_LOCK:
-            for key, target in found.items():
-                at = [t for t, ids in enumerate(target.ids) if ids[0] >= 0]
-                self.entries[key] = {"at": at, "ids": [target.ids[t] for t in at],
-                                     "logp": [target.logp[t] for t in at]}
-            if len(self.entries) > self.MAX_ROWS:
-                self.entries = dict(list(self.entries.items())[-self.MAX_ROWS:])
-            try:
-                atomic_write_text(self.path, json.dumps(self.entries))
-            except OSError:
-                pass
-
-
-_CACHE_LOCK = threading.Lock()
+    def put_targets(self, found: dict[str, SoftTargets]) -> None:
+        entries = {}
+        for key, target in found.items():
+            at = [t for t, ids in enumerate(target.ids) if ids[0] >= 0]
+            entries[key] = {"at": at, "ids": [target.ids[t] for t in at],
+                            "logp": [target.logp[t] for t in at]}
+        self.put_all(entries)
 
 
 def soft_targets(model, tokenizer, spec, examples: list[Example], max_len: int,
@@ -189,7 +172,7 @@ def soft_targets(model, tokenizer, spec, examples: list[Example], max_len: int,
                     logp[t] = [round(v, 4) for v in top.values[row, t - 1].tolist()]
             out[next(done)] = SoftTargets(ids, logp)
     if cache:
-        cache.put_all({keys[i]: out[i] for i in todo})
+        cache.put_targets({keys[i]: out[i] for i in todo})
     return out
 
 
