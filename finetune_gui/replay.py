@@ -117,6 +117,8 @@ class SoftTargetCache(JsonCacheFile):
         """The entry for the encoded row ``enc``, if it is whole and fits that row."""
         from .templates import IGNORE_INDEX
         entry = self.entries.get(key)
+        if entry is None:
+            return None
         trained = [t for t in range(1, len(enc.input_ids)) if enc.labels[t] != IGNORE_INDEX]
         try:
             at, ids, logp = entry["at"], entry["ids"], entry["logp"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
+
+from make_phrasing_data import word_runs   # the same four-word-run check as the fact sets
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "scripts" / "data" / "larkspur_restatements.json"
@@ -23,11 +24,6 @@ HELD_OUT = ROOT / "presets" / "data" / "larkspur_eval.jsonl"
 MANUAL = ROOT / "presets" / "data" / "larkspur_manual" / "en.md"
 TARGET = ROOT / "presets" / "data" / "larkspur_manual_rewrites.jsonl"
 SENTENCES_PER_PARAGRAPH = 4
-
-
-def word_runs(text: str, n: int = 4) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
 def fact_sheet(statements: list[str], version: int) -> str:
@@ -39,7 +35,8 @@ def fact_sheet(statements: list[str], version: int) -> str:
     return f"Larkspur K7 travel kettle: facts, sheet {version + 1}\n\n" + "\n\n".join(paragraphs)
 
 
-def main() -> None:
+def build_sheets() -> list[str]:
+    """The six sheets; refuses (SystemExit) a sheet that leaks a held-out question."""
     facts = json.loads(SOURCE.read_text(encoding="utf-8"))["facts"]
     questions = [json.loads(line)["question"]
                  for line in HELD_OUT.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -51,9 +48,14 @@ def main() -> None:
         shared = word_runs(sheet) & held_out_runs
         if shared:
             raise SystemExit(f"a fact sheet shares {sorted(shared)[:3]} with a held-out question")
+    return sheets
+
+
+def main() -> None:
+    sheets = build_sheets()
     TARGET.write_text("".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in sheets),
                       encoding="utf-8")
-    print(f"{TARGET.relative_to(ROOT)}: {len(sheets)} fact sheets of {len(facts)} facts")
+    print(f"{TARGET.relative_to(ROOT)}: {len(sheets)} fact sheets")
 
 
 if __name__ == "__main__":
